@@ -1,0 +1,70 @@
+//! `Op<T>`: the future of one in-flight operation, owning its data `T` (buffers, paths,
+//! addresses) until the kernel is done with it.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::{Completion, DriverRef, current};
+
+/// One submitted operation. Resolves to its completion and gives its data back.
+///
+/// # Invariant
+///
+/// `data` is `Some` until the future resolves or is dropped. While it is `Some` the kernel may
+/// be using memory inside it; dropping the `Op` early hands it to the driver's table (see
+/// `Driver::abandon`), so it is freed only after the CQE.
+pub(crate) struct Op<T: 'static> {
+    driver: DriverRef,
+    key: usize,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submits `sqe` on the current thread's ring.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must point into `data` (or into memory that outlives the
+    /// operation), and must stay valid when `data` is moved: point into heap allocations that
+    /// `data` owns, never into `data`'s own inline bytes.
+    pub(crate) unsafe fn submit(sqe: squeue::Entry, data: T) -> io::Result<Op<T>> {
+        let driver = current();
+        // SAFETY: forwarded from this function's contract; `data` moves into the Op and from
+        // there only into the driver's table, never freed before the CQE.
+        let key = unsafe { driver.borrow_mut().submit_op(sqe)? };
+        Ok(Op {
+            driver,
+            key,
+            data: Some(data),
+        })
+    }
+}
+
+// `Op` never pins `data`: the kernel sees only heap memory that `data` owns (the `submit`
+// contract), so moving `data` is harmless.
+impl<T: 'static> Unpin for Op<T> {}
+
+impl<T: 'static> Future for Op<T> {
+    type Output = (Completion, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(this.data.is_some(), "ringloop: Op polled after completion");
+        match this.driver.borrow_mut().poll_op(this.key, cx.waker()) {
+            Some(completion) => Poll::Ready((completion, this.data.take().expect("checked above"))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            self.driver.borrow_mut().abandon(self.key, Box::new(data));
+        }
+    }
+}

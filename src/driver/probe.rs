@@ -1,0 +1,109 @@
+//! Ring set-up and kernel probing: builds the `IoUring` and turns a refusal into an error that
+//! names the cause and points to LINUX_ONLY.md.
+
+use std::io;
+
+use io_uring::IoUring;
+
+/// Options the runtime's `Builder` passes down to the ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingConfig {
+    /// Submission queue entries (the kernel rounds up to a power of two).
+    pub(crate) entries: u32,
+    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 256,
+            sqpoll_idle_ms: None,
+        }
+    }
+}
+
+/// Builds the ring, preferring cheap task-run modes, and checks the features the driver relies on.
+pub(crate) fn setup(config: &RingConfig) -> io::Result<IoUring> {
+    if config.entries == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ringloop: ring entries must be at least 1",
+        ));
+    }
+    let build = |cheap_taskrun: bool| {
+        let mut builder = IoUring::builder();
+        // The completion queue is twice the submission queue; with IORING_FEAT_NODROP an
+        // overflow is buffered by the kernel, never dropped.
+        builder.setup_cqsize(config.entries.saturating_mul(2).max(2));
+        if cheap_taskrun {
+            // COOP_TASKRUN (5.19) avoids an inter-processor interrupt per completion;
+            // TASKRUN_FLAG makes the kernel tell us, through the SQ flags, when completions are
+            // waiting for a syscall to be posted. SINGLE_ISSUER (6.0) matches our model: only
+            // the loop thread submits.
+            builder.setup_coop_taskrun().setup_taskrun_flag().setup_single_issuer();
+        }
+        if let Some(idle) = config.sqpoll_idle_ms {
+            builder.setup_sqpoll(idle);
+        }
+        builder.build(config.entries)
+    };
+    let ring = match build(true) {
+        Ok(ring) => ring,
+        // An older kernel rejects the newer set-up flags with EINVAL: retry with the plain ring.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => build(false).map_err(unavailable)?,
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ringloop: this kernel's io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11), which the \
+             event loop needs to wait for a completion with a timeout; see LINUX_ONLY.md",
+        ));
+    }
+    if !ring.params().is_feature_nodrop() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ringloop: this kernel's io_uring lacks IORING_FEAT_NODROP (Linux 5.5), without which \
+             completions can be lost when the completion queue overflows; see LINUX_ONLY.md",
+        ));
+    }
+    Ok(ring)
+}
+
+/// Turns the errno of a failed `io_uring_setup` into an error a user can act on.
+pub(crate) fn unavailable(err: io::Error) -> io::Error {
+    let errno = err.raw_os_error().unwrap_or(0);
+    let (kind, cause) = match errno {
+        libc::EPERM => (
+            io::ErrorKind::PermissionDenied,
+            "io_uring is disabled for this process: the sysctl kernel.io_uring_disabled is 2 \
+             (or 1 and this user is not in kernel.io_uring_group), or a seccomp profile (such \
+             as Docker's default) refuses io_uring_setup",
+        ),
+        libc::ENOSYS => (
+            io::ErrorKind::Unsupported,
+            "the kernel has no io_uring (built without CONFIG_IO_URING, older than 5.1, or the \
+             syscall is filtered by seccomp)",
+        ),
+        libc::ENOMEM => (
+            io::ErrorKind::OutOfMemory,
+            "the ring could not be allocated; kernels before 5.12 charge rings to \
+             RLIMIT_MEMLOCK, so raise `ulimit -l` or use fewer ring entries",
+        ),
+        libc::EINVAL => (
+            io::ErrorKind::InvalidInput,
+            "the kernel rejected the ring parameters (too many entries, or set-up flags this \
+             kernel does not know)",
+        ),
+        libc::EMFILE | libc::ENFILE => (
+            io::ErrorKind::Other,
+            "the process or system is out of file descriptors",
+        ),
+        _ => (io::ErrorKind::Other, "io_uring_setup failed"),
+    };
+    io::Error::new(
+        kind,
+        format!("ringloop: cannot create an io_uring instance ({err}): {cause}; see LINUX_ONLY.md"),
+    )
+}

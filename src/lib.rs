@@ -1,0 +1,51 @@
+//! ringloop: an async runtime for Linux on io_uring, with the API of Python's `asyncio` and
+//! `concurrent.futures`.
+//!
+//! One event loop per thread, one ring per loop. Futures need not be `Send`. Start it with
+//! [`run`] or [`Runtime::block_on`]; spawn tasks with [`spawn`]; sleep, schedule callbacks and
+//! combine futures the asyncio way.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let out = ringloop::run(async {
+//!     let slow = ringloop::spawn(async {
+//!         ringloop::sleep(Duration::from_millis(2)).await;
+//!         "slow"
+//!     });
+//!     let fast = ringloop::spawn(async { "fast" });
+//!     (fast.await.unwrap(), slow.await.unwrap())
+//! });
+//! assert_eq!(out, ("fast", "slow"));
+//! ```
+//!
+//! See DESIGN.md for the contract and ARCHITECTURE.md for the layers; LINUX_ONLY.md for the
+//! kernels and settings ringloop needs.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::undocumented_unsafe_blocks
+)]
+#![doc(test(attr(deny(warnings))))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ringloop runs only on Linux (it is built on io_uring); see LINUX_ONLY.md");
+
+mod driver;
+pub mod future;
+pub mod io;
+mod loom;
+mod runtime;
+
+pub use future::ReturnWhen;
+pub use runtime::task::{
+    CallbackId, Join, JoinError, Task, TaskRef, TaskState, YieldNow, all_tasks, current_task,
+    spawn, yield_now,
+};
+pub use runtime::time::{
+    Interval, Sleep, TimerHandle, call_at, call_later, call_soon, interval, sleep, sleep_until,
+    time,
+};
+pub use runtime::{Builder, Handle, Runtime, run};

@@ -1,0 +1,356 @@
+//! The event loop: `Runtime`, its `Builder`, the thread-safe `Handle`, `run`, and the task,
+//! timer and context machinery under them.
+
+pub(crate) mod context;
+pub(crate) mod inject;
+pub(crate) mod scheduler;
+pub(crate) mod task;
+pub(crate) mod time;
+pub(crate) mod timer;
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::driver::{Driver, Notifier, RingConfig};
+use context::Enter;
+use inject::{Injected, Shared};
+use scheduler::Local;
+
+/// Configures and builds a [`Runtime`].
+///
+/// # Examples
+///
+/// ```
+/// let rt = ringloop::Runtime::builder().entries(64).build()?;
+/// assert_eq!(rt.block_on(async { 1 + 1 }), 2);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    ring: RingConfig,
+    blocking_threads: Option<usize>,
+}
+
+impl Builder {
+    /// Submission queue entries of the ring (default 256; the completion queue gets twice as
+    /// many). More operations than this may be in flight at once: a full queue is flushed to
+    /// the kernel and the push retried.
+    pub fn entries(mut self, entries: u32) -> Builder {
+        self.ring.entries = entries;
+        self
+    }
+
+    /// Uses a kernel thread that polls the submission queue (`IORING_SETUP_SQPOLL`), going idle
+    /// after `idle` milliseconds without work. Saves the submit syscall at the cost of a core.
+    pub fn sqpoll(mut self, idle_ms: u32) -> Builder {
+        self.ring.sqpoll_idle_ms = Some(idle_ms);
+        self
+    }
+
+    /// Maximum number of threads of the runtime's blocking pool (`spawn_blocking`); default
+    /// min(32, CPUs + 4), as Python's ThreadPoolExecutor.
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking_threads = Some(n);
+        self
+    }
+
+    /// Creates the runtime.
+    ///
+    /// # Errors
+    ///
+    /// When io_uring cannot be used (disabled by sysctl or seccomp, kernel too old, out of
+    /// locked memory or file descriptors); the error names the cause and points to
+    /// LINUX_ONLY.md.
+    pub fn build(self) -> io::Result<Runtime> {
+        let notifier = Arc::new(Notifier::new()?);
+        let driver = Driver::new(&self.ring, notifier.clone())?;
+        let shared = Arc::new(Shared::new(Some(notifier)));
+        let local = Rc::new(Local::new(shared, driver, self.blocking_threads));
+        Ok(Runtime {
+            local,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+/// An event loop on one thread with one io_uring: asyncio's event loop.
+///
+/// A `Runtime` is `!Send`: it runs on the thread that created it. Other threads reach it
+/// through a [`Handle`]. Dropping it (or [`Runtime::close`]) drops every task's future on this
+/// thread, cancels in-flight I/O and reaps its completions before any buffer is freed.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ringloop::Runtime>();
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// let rt = ringloop::Runtime::new()?;
+/// let answer = rt.block_on(async {
+///     let task = ringloop::spawn(async { 6 * 7 });
+///     task.await.unwrap()
+/// });
+/// assert_eq!(answer, 42);
+/// # std::io::Result::Ok(())
+/// ```
+pub struct Runtime {
+    local: Rc<Local>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Runtime {
+    /// A runtime with default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::build`].
+    pub fn new() -> io::Result<Runtime> {
+        Runtime::builder().build()
+    }
+
+    /// A [`Builder`] with default settings.
+    pub fn builder() -> Builder {
+        Builder {
+            ring: RingConfig::default(),
+            blocking_threads: None,
+        }
+    }
+
+    /// Runs the loop until `future` completes and returns its output: asyncio's
+    /// `run_until_complete`. Tasks spawned meanwhile keep running whenever the loop runs
+    /// again; those still pending when the runtime is dropped are cancelled then.
+    ///
+    /// A [`stop`](Runtime::stop) requested meanwhile does not end `block_on`; it ends the
+    /// next [`run_forever`](Runtime::run_forever) after one pass.
+    ///
+    /// # Panics
+    ///
+    /// If a runtime is already running on this thread (`block_on` inside `block_on`), if the
+    /// runtime was closed, or if `future` panics (the panic propagates; the runtime stays
+    /// usable).
+    pub fn block_on<F: IntoFuture>(&self, future: F) -> F::Output {
+        let _guard = self.enter("block_on");
+        let mut future = pin!(future.into_future());
+        let main = Arc::new(MainWaker {
+            woken: AtomicBool::new(true),
+            shared: self.local.shared.clone(),
+        });
+        let waker = Waker::from(main.clone());
+        let mut cx = Context::from_waker(&waker);
+        let main_ready = || main.woken.load(Ordering::SeqCst);
+        loop {
+            if main.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    return out;
+                }
+            }
+            self.local.tick(&main_ready);
+        }
+    }
+
+    /// Alias of [`block_on`](Runtime::block_on), asyncio's name.
+    pub fn run_until_complete<F: IntoFuture>(&self, future: F) -> F::Output {
+        self.block_on(future)
+    }
+
+    /// Runs the loop until [`stop`](Runtime::stop) is called (from a task, a callback, or
+    /// another thread through [`Handle::stop`]); then returns. If `stop` was called before,
+    /// runs one pass and returns, as asyncio does.
+    ///
+    /// # Panics
+    ///
+    /// As [`block_on`](Runtime::block_on).
+    pub fn run_forever(&self) {
+        let _guard = self.enter("run_forever");
+        let never = || false;
+        loop {
+            self.local.tick(&never);
+            if self.local.shared.stop_requested.swap(false, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    /// Asks [`run_forever`](Runtime::run_forever) to return after the current pass.
+    pub fn stop(&self) {
+        self.handle().stop();
+    }
+
+    /// Spawns a task on this runtime, which need not be running yet (asyncio's
+    /// `loop.create_task`); it starts when the loop next runs.
+    #[track_caller]
+    pub fn spawn<F>(&self, future: F) -> crate::Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let location = std::panic::Location::caller();
+        let _guard = Enter::new(self.local.clone());
+        self.local.spawn(future, location)
+    }
+
+    /// Closes the runtime: every unfinished task is cancelled (its future dropped on this
+    /// thread, done callbacks run), in-flight I/O is cancelled and reaped, and the ring is
+    /// released. Same as dropping it.
+    pub fn close(self) {}
+
+    /// True while `block_on` or `run_forever` runs.
+    pub fn is_running(&self) -> bool {
+        self.local.shared.running.load(Ordering::Acquire)
+    }
+
+    /// True once the runtime is closed (only observable through a [`Handle`], since `close`
+    /// consumes the runtime).
+    pub fn is_closed(&self) -> bool {
+        self.local.is_closed()
+    }
+
+    /// A thread-safe handle to this runtime.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.local.shared.clone(),
+        }
+    }
+
+    fn enter(&self, what: &str) -> RunGuard {
+        assert!(
+            !context::is_entered(),
+            "ringloop: Runtime::{what} called while a ringloop runtime is already running on \
+             this thread (block_on inside block_on or inside a task); spawn the future or \
+             await it instead"
+        );
+        assert!(!self.local.is_closed(), "ringloop: Runtime::{what} on a closed runtime");
+        self.local.shared.running.store(true, Ordering::Release);
+        RunGuard {
+            _enter: Enter::new(self.local.clone()),
+            shared: self.local.shared.clone(),
+        }
+    }
+}
+
+/// Marks the loop running and current for the duration of `block_on` / `run_forever`.
+struct RunGuard {
+    _enter: Enter,
+    shared: Arc<Shared>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.shared.running.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _enter = Enter::new(self.local.clone());
+        self.local.close();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("running", &self.is_running())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The waker of the `block_on` future: a flag the loop checks each pass.
+struct MainWaker {
+    woken: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Wake for MainWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.shared.unpark();
+    }
+}
+
+/// A thread-safe reference to a runtime: `Send + Sync + Clone`. Lets other threads stop the
+/// loop and hand it work.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// The handle of the runtime running on this thread.
+    ///
+    /// # Panics
+    ///
+    /// Outside a ringloop runtime.
+    pub fn current() -> Handle {
+        context::with_local(|local| Handle {
+            shared: local.shared.clone(),
+        })
+        .expect(
+            "ringloop::Handle::current called outside a ringloop runtime; call it from inside \
+             Runtime::block_on, ringloop::run or a task, and pass the Handle to other threads",
+        )
+    }
+
+    /// Asks `run_forever` to return after its current pass; wakes the loop if it is parked.
+    pub fn stop(&self) {
+        self.shared.stop_requested.store(true, Ordering::Release);
+        self.shared.unpark();
+    }
+
+    /// Runs `f` on the loop thread soon: asyncio's `call_soon_threadsafe`. Returns false if
+    /// the runtime is closed (then `f` is dropped without running).
+    pub fn call_soon_threadsafe(&self, f: impl FnOnce() + Send + 'static) -> bool {
+        self.shared.push(Injected::Call(Box::new(f))).is_ok()
+    }
+
+    /// True while the runtime runs `block_on` or `run_forever`.
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
+    /// True once the runtime is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("running", &self.is_running())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Runs `future` to completion on a new runtime, then closes it: asyncio's `run`.
+///
+/// # Panics
+///
+/// If io_uring is unavailable (use [`Runtime::new`] to handle that error), if called inside a
+/// running runtime, or if `future` panics.
+///
+/// # Examples
+///
+/// ```
+/// let n = ringloop::run(async { 7 });
+/// assert_eq!(n, 7);
+/// ```
+pub fn run<F: IntoFuture>(future: F) -> F::Output {
+    let rt = Runtime::new().unwrap_or_else(|e| panic!("ringloop::run: {e}"));
+    rt.block_on(future)
+}

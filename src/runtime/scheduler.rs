@@ -1,0 +1,353 @@
+//! The event loop's state and its tick: run queue, then ready callbacks, then the inject queue,
+//! then timers, then the ring (submit, reap, park). Never touches the ring directly: it calls
+//! the driver's `poll_io` and `park`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::driver::{Driver, DriverRef};
+use crate::runtime::context;
+use crate::runtime::inject::{Injected, Shared};
+use crate::runtime::task::raw::{self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, RUNNING, RawTask};
+use crate::runtime::task::{Task, TaskRef, panic_message};
+use crate::runtime::time::LocalMarker;
+use crate::runtime::timer::{Action, TimerKey, Timers};
+
+/// Tasks polled per tick before the loop looks at callbacks, other threads, timers and I/O.
+const BUDGET: usize = 64;
+
+/// A loop's single-threaded state. Lives in an `Rc` owned by the `Runtime`; reached through
+/// the thread-local context while the loop runs.
+pub(crate) struct Local {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) driver: DriverRef,
+    /// Identity of this loop for `TimerHandle`s (which must not keep the loop alive).
+    pub(crate) marker: Rc<LocalMarker>,
+    run_queue: RefCell<VecDeque<RawTask>>,
+    /// Every task that has not finished, keyed by `Header::registry_key`.
+    registry: RefCell<Slab<RawTask>>,
+    pub(crate) timers: RefCell<Timers>,
+    /// `call_soon` callbacks in FIFO order (their closures live in `timers`).
+    soon: RefCell<VecDeque<TimerKey>>,
+    current: Cell<Option<NonNull<Header>>>,
+    next_id: Cell<u64>,
+    /// Size of the blocking pool, if configured.
+    #[allow(dead_code)]
+    pub(crate) blocking_threads: Option<usize>,
+    /// Set once the loop closed: nothing runs any more.
+    closed: Cell<bool>,
+    // Scratch buffers, reused every tick.
+    injected: RefCell<Vec<Injected>>,
+    fired: RefCell<Vec<Action>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+/// Schedules a woken task: on its own loop's thread straight into the run queue, from anywhere
+/// else through the owner's inject queue.
+pub(crate) fn schedule(task: RawTask) {
+    let mut task = Some(task);
+    context::with_local(|local| {
+        let ours = task
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&local.shared, &t.header().owner));
+        if ours && !local.closed.get() {
+            local.run_queue.borrow_mut().extend(task.take());
+        }
+    });
+    let Some(task) = task else { return };
+    let owner = task.header().owner.clone();
+    // A closed loop refuses the push; the task's future is already gone, so dropping the
+    // reference here (possibly on another thread) is fine.
+    let _ = owner.push(Injected::Wake(task));
+}
+
+impl Local {
+    pub(crate) fn new(shared: Arc<Shared>, driver: Driver, blocking_threads: Option<usize>) -> Local {
+        Local {
+            blocking_threads,
+            shared,
+            driver: Rc::new(RefCell::new(driver)),
+            marker: Rc::new(LocalMarker),
+            run_queue: RefCell::new(VecDeque::with_capacity(256)),
+            registry: RefCell::new(Slab::new()),
+            timers: RefCell::new(Timers::new()),
+            soon: RefCell::new(VecDeque::new()),
+            current: Cell::new(None),
+            next_id: Cell::new(1),
+            closed: Cell::new(false),
+            injected: RefCell::new(Vec::new()),
+            fired: RefCell::new(Vec::new()),
+            wakers: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn spawn<F>(&self, future: F, location: &'static Location<'static>) -> Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        assert!(
+            !self.closed.get(),
+            "ringloop::spawn called on a runtime that is closed (at {location})"
+        );
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        // Three references: the Task handle, the registry and the run-queue entry.
+        let ptr = raw::allocate(future, self.shared.clone(), id, location, 3);
+        // SAFETY: `allocate` counted three references; each RawTask below takes one.
+        let (handle, in_registry, in_queue) = unsafe {
+            (
+                RawTask::from_owned(ptr),
+                RawTask::from_owned(ptr),
+                RawTask::from_owned(ptr),
+            )
+        };
+        let key = self.registry.borrow_mut().insert(in_registry);
+        handle.header().registry_key.set(key);
+        self.run_queue.borrow_mut().push_back(in_queue);
+        // SAFETY: the cell was allocated for F, whose output type is F::Output.
+        unsafe { Task::from_raw(handle) }
+    }
+
+    pub(crate) fn current_task(&self) -> Option<TaskRef> {
+        // SAFETY: the current task is being polled, so the loop holds a reference to it.
+        self.current
+            .get()
+            .map(|ptr| TaskRef::new(unsafe { RawTask::from_borrowed(ptr) }))
+    }
+
+    pub(crate) fn all_tasks(&self) -> Vec<TaskRef> {
+        self.registry
+            .borrow()
+            .iter()
+            .map(|(_, t)| TaskRef::new(t.clone()))
+            .collect()
+    }
+
+    /// Queues a `call_soon` callback.
+    pub(crate) fn call_soon(&self, f: Box<dyn FnOnce()>) -> TimerKey {
+        let key = self.timers.borrow_mut().insert_unscheduled(Action::Call(f));
+        self.soon.borrow_mut().push_back(key);
+        key
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Polls one task taken from a run queue.
+    fn run_task(&self, task: RawTask) {
+        let header = task.header();
+        // Clear before polling: a wake during or after the poll queues the task again.
+        header
+            .scheduled
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if header.has(COMPLETE) {
+            return;
+        }
+        if header.has(CANCEL_REQUESTED) {
+            task.cancel_now();
+            self.complete(&task);
+            return;
+        }
+        header.set(RUNNING);
+        let prev = self.current.replace(Some(task.ptr()));
+        let done = task.poll();
+        self.current.set(prev);
+        header.clear(RUNNING);
+        if done {
+            self.complete(&task);
+        }
+    }
+
+    /// Bookkeeping once a task's output is stored: leave the registry, wake the awaiter, run the
+    /// done callbacks, drop the output if nobody holds the handle.
+    fn complete(&self, task: &RawTask) {
+        let header = task.header();
+        header.set(COMPLETE);
+        let in_registry = self.registry.borrow_mut().try_remove(header.registry_key.get());
+        if let Some(waker) = header.join_waker.take() {
+            waker.wake();
+        }
+        let callbacks = header
+            .extra
+            .take()
+            .map(|mut extra| {
+                let cbs = std::mem::take(&mut extra.callbacks);
+                header.extra.set(Some(extra));
+                cbs
+            })
+            .unwrap_or_default();
+        for (_, callback) in callbacks {
+            let ptr = task.ptr();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || callback(ptr))) {
+                report_panic("a task's done callback", &*p);
+            }
+        }
+        if header.has(DETACHED) {
+            task.drop_output();
+        }
+        drop(in_registry);
+    }
+
+    /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
+    /// the loop must not park). Returns after at most one park.
+    pub(crate) fn tick(&self, main_ready: &dyn Fn() -> bool) {
+        // 1. Ready tasks, at most BUDGET.
+        for _ in 0..BUDGET {
+            let Some(task) = self.run_queue.borrow_mut().pop_front() else {
+                break;
+            };
+            self.run_task(task);
+        }
+        // 2. call_soon callbacks queued before this point (those they queue run next tick).
+        self.run_soon_callbacks();
+        // 3. Work from other threads.
+        if self.shared.has_pending() {
+            self.drain_injected();
+        }
+        // 4. Expired timers.
+        let now_if_timers = self.fire_timers();
+        // 5. I/O: submit and reap; park if there is nothing else to do.
+        let idle = self.run_queue.borrow().is_empty()
+            && self.soon.borrow().is_empty()
+            && !main_ready()
+            && !self.shared.stop_requested.load(std::sync::atomic::Ordering::Relaxed);
+        let result = if idle && self.shared.prepare_park() {
+            let timeout = match now_if_timers {
+                Some(_) => self.timers.borrow_mut().next_timeout(Instant::now()),
+                None => None,
+            };
+            let r = if main_ready() || timeout == Some(Duration::ZERO) {
+                self.driver.borrow_mut().poll_io()
+            } else {
+                self.driver.borrow_mut().park(timeout)
+            };
+            self.shared.finish_park();
+            r
+        } else {
+            self.driver.borrow_mut().poll_io()
+        };
+        if let Err(e) = result {
+            // The ring refused an enter for a reason other than a signal, a timeout or
+            // back-pressure; nothing sensible can continue.
+            panic!("ringloop: io_uring_enter failed: {e}");
+        }
+        self.wake_io();
+    }
+
+    fn wake_io(&self) {
+        let mut wakers = self.wakers.take();
+        self.driver.borrow_mut().take_wakers(&mut wakers);
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        self.wakers.replace(wakers);
+    }
+
+    fn run_soon_callbacks(&self) {
+        let n = self.soon.borrow().len();
+        for _ in 0..n {
+            let Some(key) = self.soon.borrow_mut().pop_front() else {
+                break;
+            };
+            let action = self.timers.borrow_mut().take(key);
+            if let Some(action) = action {
+                run_action(action);
+            }
+        }
+    }
+
+    fn drain_injected(&self) {
+        let mut items = self.injected.take();
+        self.shared.drain_into(&mut items);
+        for item in items.drain(..) {
+            match item {
+                Injected::Wake(task) => self.run_queue.borrow_mut().push_back(task),
+                Injected::Call(f) => {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                        report_panic("a call_soon_threadsafe callback", &*p);
+                    }
+                }
+            }
+        }
+        self.injected.replace(items);
+    }
+
+    /// Fires due timers; returns `Some(())` if timers remain (so the park needs a timeout).
+    fn fire_timers(&self) -> Option<()> {
+        if !self.timers.borrow_mut().has_timers() {
+            return None;
+        }
+        let mut fired = self.fired.take();
+        self.timers.borrow_mut().expire(Instant::now(), &mut fired);
+        for action in fired.drain(..) {
+            run_action(action);
+        }
+        self.fired.replace(fired);
+        Some(())
+    }
+
+    /// Closes the loop: every unfinished task is cancelled (its future dropped here, on the loop
+    /// thread), callbacks and timers are dropped, other threads are refused, and the driver
+    /// reaps what the dropped operations left in flight. The caller has entered the context.
+    pub(crate) fn close(&self) {
+        if self.closed.get() {
+            return;
+        }
+        // Tasks first: their futures may hold timers, I/O and other tasks. Dropping a future
+        // may spawn or wake tasks, so repeat until the registry is empty.
+        loop {
+            let tasks: Vec<RawTask> = self.registry.borrow().iter().map(|(_, t)| t.clone()).collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                if !task.header().has(COMPLETE) {
+                    task.cancel_now();
+                    self.complete(&task);
+                }
+            }
+        }
+        self.closed.set(true);
+        // Wakes from other threads are refused from now on; drop what was queued.
+        let queued = self.shared.close();
+        drop(queued);
+        let queue = std::mem::take(&mut *self.run_queue.borrow_mut());
+        drop(queue);
+        self.soon.borrow_mut().clear();
+        let mut actions = Vec::new();
+        self.timers.borrow_mut().clear(&mut actions);
+        drop(actions);
+        self.driver.borrow_mut().drain_abandoned(Duration::from_secs(2));
+        let mut wakers = Vec::new();
+        self.driver.borrow_mut().take_wakers(&mut wakers);
+        drop(wakers);
+    }
+}
+
+fn run_action(action: Action) {
+    match action {
+        Action::Wake(Some(waker)) => waker.wake(),
+        Action::Wake(None) => {}
+        Action::Call(f) => {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                report_panic("a callback", &*p);
+            }
+        }
+    }
+}
+
+/// asyncio logs exceptions of callbacks and keeps the loop running; so do we.
+fn report_panic(what: &str, payload: &(dyn std::any::Any + Send)) {
+    eprintln!("ringloop: {what} panicked: {}", panic_message(payload));
+}
