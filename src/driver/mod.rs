@@ -207,28 +207,22 @@ impl Driver {
     /// without limit.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.arm_notify()?;
-        loop {
-            let res = match timeout {
-                Some(t) => {
-                    let ts = types::Timespec::new()
-                        .sec(t.as_secs())
-                        .nsec(t.subsec_nanos());
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    self.ring.submitter().submit_with_args(1, &args)
-                }
-                None => self.ring.submitter().submit_and_wait(1),
-            };
-            match res {
-                Ok(_) => break,
-                Err(e) => match e.raw_os_error() {
-                    // ETIME: the timeout passed. EINTR: a signal; the caller re-checks its state.
-                    Some(libc::ETIME) | Some(libc::EINTR) => break,
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
-                        self.reap();
-                        break;
-                    }
-                    _ => return Err(e),
-                },
+        let res = match timeout {
+            Some(t) => {
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(1),
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                // ETIME: the timeout passed. EINTR: a signal; the caller re-checks its state.
+                // EBUSY / EAGAIN: the kernel is short of CQ space; reaping below makes room.
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
+                _ => return Err(e),
             }
         }
         self.reap();
@@ -323,11 +317,6 @@ impl Driver {
                 None
             }
         }
-    }
-
-    /// Number of operations whose CQE has not been collected.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.ops.len()
     }
 
     /// Reaps until every abandoned operation's CQE has come or the grace period has passed.

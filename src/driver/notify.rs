@@ -18,9 +18,8 @@ impl Notifier {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(Notifier {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Notifier { fd })
     }
 
     /// Makes the pending eventfd read complete, which ends the loop's wait.

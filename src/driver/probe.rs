@@ -41,7 +41,10 @@ pub(crate) fn setup(config: &RingConfig) -> io::Result<IoUring> {
             // TASKRUN_FLAG makes the kernel tell us, through the SQ flags, when completions are
             // waiting for a syscall to be posted. SINGLE_ISSUER (6.0) matches our model: only
             // the loop thread submits.
-            builder.setup_coop_taskrun().setup_taskrun_flag().setup_single_issuer();
+            builder
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_single_issuer();
         }
         if let Some(idle) = config.sqpoll_idle_ms {
             builder.setup_sqpoll(idle);

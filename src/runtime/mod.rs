@@ -174,7 +174,12 @@ impl Runtime {
         let never = || false;
         loop {
             self.local.tick(&never);
-            if self.local.shared.stop_requested.swap(false, Ordering::AcqRel) {
+            if self
+                .local
+                .shared
+                .stop_requested
+                .swap(false, Ordering::AcqRel)
+            {
                 return;
             }
         }
@@ -228,7 +233,10 @@ impl Runtime {
              this thread (block_on inside block_on or inside a task); spawn the future or \
              await it instead"
         );
-        assert!(!self.local.is_closed(), "ringloop: Runtime::{what} on a closed runtime");
+        assert!(
+            !self.local.is_closed(),
+            "ringloop: Runtime::{what} on a closed runtime"
+        );
         self.local.shared.running.store(true, Ordering::Release);
         RunGuard {
             _enter: Enter::new(self.local.clone()),

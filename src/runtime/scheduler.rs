@@ -17,7 +17,9 @@ use slab::Slab;
 use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
-use crate::runtime::task::raw::{self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, RUNNING, RawTask};
+use crate::runtime::task::raw::{
+    self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, RUNNING, RawTask,
+};
 use crate::runtime::task::{Task, TaskRef, panic_message};
 use crate::runtime::time::LocalMarker;
 use crate::runtime::timer::{Action, TimerKey, Timers};
@@ -71,7 +73,11 @@ pub(crate) fn schedule(task: RawTask) {
 }
 
 impl Local {
-    pub(crate) fn new(shared: Arc<Shared>, driver: Driver, blocking_threads: Option<usize>) -> Local {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        driver: Driver,
+        blocking_threads: Option<usize>,
+    ) -> Local {
         Local {
             blocking_threads,
             shared,
@@ -90,7 +96,11 @@ impl Local {
         }
     }
 
-    pub(crate) fn spawn<F>(&self, future: F, location: &'static Location<'static>) -> Task<F::Output>
+    pub(crate) fn spawn<F>(
+        &self,
+        future: F,
+        location: &'static Location<'static>,
+    ) -> Task<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
@@ -174,7 +184,10 @@ impl Local {
     fn complete(&self, task: &RawTask) {
         let header = task.header();
         header.set(COMPLETE);
-        let in_registry = self.registry.borrow_mut().try_remove(header.registry_key.get());
+        let in_registry = self
+            .registry
+            .borrow_mut()
+            .try_remove(header.registry_key.get());
         if let Some(waker) = header.join_waker.take() {
             waker.wake();
         }
@@ -202,8 +215,15 @@ impl Local {
     /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
     /// the loop must not park). Returns after at most one park.
     pub(crate) fn tick(&self, main_ready: &dyn Fn() -> bool) {
-        // 1. Ready tasks, at most BUDGET.
-        for _ in 0..BUDGET {
+        // 1. Ready tasks, at most BUDGET. When the block_on future is already woken, only the
+        //    tasks queued before this pass run, so that it gets its turn in FIFO order (as the
+        //    main task of asyncio.run would) instead of after tasks that re-queue themselves.
+        let limit = if main_ready() {
+            self.run_queue.borrow().len().min(BUDGET)
+        } else {
+            BUDGET
+        };
+        for _ in 0..limit {
             let Some(task) = self.run_queue.borrow_mut().pop_front() else {
                 break;
             };
@@ -221,7 +241,10 @@ impl Local {
         let idle = self.run_queue.borrow().is_empty()
             && self.soon.borrow().is_empty()
             && !main_ready()
-            && !self.shared.stop_requested.load(std::sync::atomic::Ordering::Relaxed);
+            && !self
+                .shared
+                .stop_requested
+                .load(std::sync::atomic::Ordering::Relaxed);
         let result = if idle && self.shared.prepare_park() {
             let timeout = match now_if_timers {
                 Some(_) => self.timers.borrow_mut().next_timeout(Instant::now()),
@@ -307,7 +330,12 @@ impl Local {
         // Tasks first: their futures may hold timers, I/O and other tasks. Dropping a future
         // may spawn or wake tasks, so repeat until the registry is empty.
         loop {
-            let tasks: Vec<RawTask> = self.registry.borrow().iter().map(|(_, t)| t.clone()).collect();
+            let tasks: Vec<RawTask> = self
+                .registry
+                .borrow()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect();
             if tasks.is_empty() {
                 break;
             }
@@ -328,7 +356,9 @@ impl Local {
         let mut actions = Vec::new();
         self.timers.borrow_mut().clear(&mut actions);
         drop(actions);
-        self.driver.borrow_mut().drain_abandoned(Duration::from_secs(2));
+        self.driver
+            .borrow_mut()
+            .drain_abandoned(Duration::from_secs(2));
         let mut wakers = Vec::new();
         self.driver.borrow_mut().take_wakers(&mut wakers);
         drop(wakers);

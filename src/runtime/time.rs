@@ -42,7 +42,11 @@ fn far_future() -> Instant {
 /// });
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now().checked_add(duration).unwrap_or_else(far_future))
+    sleep_until(
+        Instant::now()
+            .checked_add(duration)
+            .unwrap_or_else(far_future),
+    )
 }
 
 /// Waits until `deadline`.
@@ -150,7 +154,10 @@ pub struct Interval {
 /// });
 /// ```
 pub fn interval(period: Duration) -> Interval {
-    assert!(!period.is_zero(), "ringloop::interval: the period must be non-zero");
+    assert!(
+        !period.is_zero(),
+        "ringloop::interval: the period must be non-zero"
+    );
     let now = Instant::now();
     Interval {
         next: now,
@@ -176,7 +183,6 @@ impl Interval {
         self.period
     }
 }
-
 
 /// A scheduled callback: asyncio's `TimerHandle` (also returned for `call_soon`, asyncio's
 /// `Handle`). Dropping it does not cancel the callback.
@@ -243,7 +249,10 @@ pub fn call_soon(f: impl FnOnce() + 'static) -> TimerHandle {
 ///
 /// Outside a ringloop runtime.
 pub fn call_later(delay: Duration, f: impl FnOnce() + 'static) -> TimerHandle {
-    call_at(Instant::now().checked_add(delay).unwrap_or_else(far_future), f)
+    call_at(
+        Instant::now().checked_add(delay).unwrap_or_else(far_future),
+        f,
+    )
 }
 
 /// Runs `f` at `when` (on the [`time`] clock): asyncio's `call_at`. Callbacks due at the
@@ -255,7 +264,10 @@ pub fn call_later(delay: Duration, f: impl FnOnce() + 'static) -> TimerHandle {
 pub fn call_at(when: Instant, f: impl FnOnce() + 'static) -> TimerHandle {
     with_loop("call_at", |l| TimerHandle {
         local: Rc::downgrade(&l.marker),
-        key: l.timers.borrow_mut().insert(when, Action::Call(Box::new(f))),
+        key: l
+            .timers
+            .borrow_mut()
+            .insert(when, Action::Call(Box::new(f))),
         when: Some(when),
     })
 }

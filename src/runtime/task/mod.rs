@@ -140,8 +140,11 @@ where
 /// threads use [`Handle::spawn`](crate::Handle::spawn).
 pub struct Task<T> {
     raw: NonNull<raw::Header>,
-    _marker: PhantomData<(Rc<()>, fn() -> T)>,
+    _marker: PhantomData<NotSendOutput<T>>,
 }
+
+/// Makes `Task<T>` `!Send + !Sync` (it touches loop-thread-only state) and covariant in `T`.
+type NotSendOutput<T> = (Rc<()>, fn() -> T);
 
 impl<T> Task<T> {
     /// # Safety
@@ -256,8 +259,8 @@ impl<T> Task<T> {
         if !self.is_done() {
             return None;
         }
-        // SAFETY: the output type of this task is T; the clone ends before the stage changes.
         let raw = self.raw();
+        // SAFETY: this task's output type is T; the clone ends before the stage can change.
         unsafe { raw.output_ref::<T>() }.cloned()
     }
 
@@ -372,7 +375,9 @@ pub struct Join<T> {
 impl<T> Join<T> {
     /// The task being awaited.
     pub fn task(&self) -> &Task<T> {
-        self.task.as_ref().expect("ringloop: Join polled after completion")
+        self.task
+            .as_ref()
+            .expect("ringloop: Join polled after completion")
     }
 }
 
@@ -515,4 +520,3 @@ impl Future for YieldNow {
         Poll::Pending
     }
 }
-

@@ -206,10 +206,12 @@ unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
     // SAFETY: the cell is alive for the whole poll (the caller holds a reference).
     let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(ptr)) });
     let mut cx = Context::from_waker(&waker);
-    // SAFETY: the future is pinned: the cell never moves and the future is dropped in place.
-    // Nothing else touches the stage during the poll: other handles of this task read only the
-    // header while it is RUNNING.
-    let polled = catch_unwind(AssertUnwindSafe(|| unsafe { Pin::new_unchecked(&mut *fut) }.poll(&mut cx)));
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the future is pinned: the cell never moves and the future is dropped in
+        // place. Nothing else touches the stage during the poll: other handles of this task
+        // read only the header while it is RUNNING.
+        unsafe { Pin::new_unchecked(&mut *fut) }.poll(&mut cx)
+    }));
     // SAFETY: the header outlives this call.
     let header = unsafe { ptr.as_ref() };
     let output = match polled {
@@ -391,14 +393,6 @@ impl RawTask {
     pub(crate) fn schedule(&self) {
         // SAFETY: we hold a reference.
         unsafe { schedule(self.ptr, false) }
-    }
-
-    pub(crate) fn waker(&self) -> Waker {
-        // SAFETY: the new waker owns a new reference.
-        unsafe {
-            inc_ref(self.ptr);
-            Waker::from_raw(raw_waker(self.ptr))
-        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! Callbacks: call_soon (FIFO), call_later and call_at (deadlines, cancellation),
+//! call_soon_threadsafe, and panics in callbacks.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+fn push(log: &Log, s: impl Into<String>) -> impl FnOnce() + 'static {
+    let log = log.clone();
+    let s = s.into();
+    move || log.borrow_mut().push(s)
+}
+
+#[test]
+fn call_soon_runs_in_fifo_order() {
+    let l = log();
+    ringloop::run({
+        let l = l.clone();
+        async move {
+            for i in 0..5 {
+                ringloop::call_soon(push(&l, format!("cb{i}")));
+            }
+            assert!(l.borrow().is_empty(), "callbacks never run inline");
+            ringloop::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(*l.borrow(), ["cb0", "cb1", "cb2", "cb3", "cb4"]);
+}
+
+#[test]
+fn a_callback_scheduled_by_a_callback_runs_after_those_already_queued() {
+    let l = log();
+    ringloop::run({
+        let l = l.clone();
+        async move {
+            let l2 = l.clone();
+            ringloop::call_soon(move || {
+                l2.borrow_mut().push("first".into());
+                ringloop::call_soon(push(&l2, "nested"));
+            });
+            ringloop::call_soon(push(&l, "second"));
+            ringloop::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(*l.borrow(), ["first", "second", "nested"]);
+}
+
+#[test]
+fn call_later_and_call_at_respect_deadlines_and_order() {
+    let l = log();
+    let times = Rc::new(RefCell::new(Vec::new()));
+    ringloop::run({
+        let l = l.clone();
+        let times = times.clone();
+        async move {
+            let start = ringloop::time();
+            for (name, ms) in [("c", 6u64), ("a", 2), ("b", 4)] {
+                let l = l.clone();
+                let times = times.clone();
+                ringloop::call_later(Duration::from_millis(ms), move || {
+                    l.borrow_mut().push(name.into());
+                    times.borrow_mut().push((ms, start.elapsed()));
+                });
+            }
+            // Same instant: FIFO.
+            let at = start + Duration::from_millis(3);
+            let h = ringloop::call_at(at, push(&l, "at1"));
+            assert_eq!(h.when(), Some(at));
+            ringloop::call_at(at, push(&l, "at2"));
+            ringloop::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(*l.borrow(), ["a", "at1", "at2", "b", "c"]);
+    for (ms, elapsed) in times.borrow().iter() {
+        assert!(
+            *elapsed >= Duration::from_millis(*ms),
+            "fired early: {ms} ms at {elapsed:?}"
+        );
+    }
+}
+
+#[test]
+fn cancelled_callbacks_never_run() {
+    let l = log();
+    ringloop::run({
+        let l = l.clone();
+        async move {
+            let soon = ringloop::call_soon(push(&l, "soon"));
+            let later = ringloop::call_later(Duration::from_millis(1), push(&l, "later"));
+            let kept = ringloop::call_later(Duration::from_millis(1), push(&l, "kept"));
+            assert!(soon.cancel());
+            assert!(!soon.cancel(), "a second cancel finds nothing");
+            assert!(later.cancel());
+            assert_eq!(soon.when(), None);
+            ringloop::sleep(Duration::from_millis(5)).await;
+            assert!(!kept.cancel(), "already ran");
+        }
+    });
+    assert_eq!(*l.borrow(), ["kept"]);
+}
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_loop() {
+    let l = log();
+    ringloop::run({
+        let l = l.clone();
+        async move {
+            ringloop::call_soon(|| panic!("callback failure"));
+            ringloop::call_soon(push(&l, "after"));
+            ringloop::call_later(Duration::from_millis(1), || panic!("timer failure"));
+            ringloop::call_later(Duration::from_millis(2), push(&l, "later"));
+            ringloop::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(*l.borrow(), ["after", "later"]);
+}
+
+#[test]
+fn call_soon_threadsafe_from_many_threads() {
+    let rt = ringloop::Runtime::new().unwrap();
+    let handle = rt.handle();
+    let count = Rc::new(std::cell::Cell::new(0));
+    let total = 4 * 500;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    // The closure is Send; it reaches loop state through call_soon.
+                    assert!(handle.call_soon_threadsafe(|| {
+                        COUNT.with(|c| c.set(c.get() + 1));
+                    }));
+                }
+            })
+        })
+        .collect();
+    thread_local!(static COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    let c = count.clone();
+    rt.block_on(async move {
+        for t in threads {
+            while !t.is_finished() {
+                ringloop::sleep(Duration::from_millis(1)).await;
+            }
+            t.join().unwrap();
+        }
+        ringloop::sleep(Duration::from_millis(2)).await;
+        c.set(COUNT.with(|c| c.get()));
+    });
+    assert_eq!(count.get(), total);
+}
+
+#[test]
+fn timer_handle_cancel_from_another_runtime_does_nothing() {
+    let l = log();
+    let rt1 = ringloop::Runtime::new().unwrap();
+    let rt2 = ringloop::Runtime::new().unwrap();
+    let h = rt1.block_on({
+        let l = l.clone();
+        async move { ringloop::call_later(Duration::from_millis(1), push(&l, "rt1")) }
+    });
+    assert!(!rt2.block_on(async { h.cancel() }));
+    rt1.block_on(ringloop::sleep(Duration::from_millis(3)));
+    assert_eq!(*l.borrow(), ["rt1"]);
+    let _ = Instant::now();
+}

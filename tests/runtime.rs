@@ -1,0 +1,445 @@
+//! Runtime lifecycle: block_on, run, run_forever / stop, close, handles, misuse, faults.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ringloop::{Handle, Runtime};
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn block_on_returns_the_output_and_alias_matches() {
+    let rt = Runtime::new().unwrap();
+    assert_eq!(rt.block_on(async { 1 + 2 }), 3);
+    assert_eq!(rt.run_until_complete(async { "x" }), "x");
+    assert_eq!(ringloop::run(async { vec![1, 2] }), vec![1, 2]);
+}
+
+#[test]
+fn block_on_accepts_a_task_and_is_reusable() {
+    let rt = Runtime::new().unwrap();
+    let task = rt.spawn(async { 10 });
+    assert_eq!(rt.block_on(task), Ok(10));
+    // Tasks spawned in one block_on keep running in the next one.
+    let counter = Rc::new(Cell::new(0));
+    let c = counter.clone();
+    rt.block_on(async move {
+        ringloop::spawn(async move {
+            ringloop::sleep(Duration::from_millis(5)).await;
+            c.set(c.get() + 1);
+        });
+    });
+    assert_eq!(counter.get(), 0);
+    rt.block_on(ringloop::sleep(Duration::from_millis(20)));
+    assert_eq!(counter.get(), 1);
+}
+
+#[test]
+fn is_running_only_inside_the_loop() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    assert!(!rt.is_running());
+    assert!(rt.block_on(async { Handle::current().is_running() }));
+    assert!(!handle.is_running());
+    assert!(!handle.is_closed());
+    rt.close();
+    assert!(handle.is_closed());
+    assert!(!handle.call_soon_threadsafe(|| {}));
+}
+
+#[test]
+fn run_forever_stops_from_a_task() {
+    let rt = Runtime::new().unwrap();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    rt.spawn(async move {
+        ringloop::sleep(Duration::from_millis(5)).await;
+        r.set(true);
+        Handle::current().stop();
+    });
+    rt.run_forever();
+    assert!(ran.get());
+    assert!(!rt.is_running());
+}
+
+#[test]
+fn run_forever_stops_from_a_callback() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        ringloop::call_later(Duration::from_millis(2), || Handle::current().stop());
+    });
+    rt.run_forever();
+}
+
+#[test]
+fn stop_before_run_forever_runs_one_pass() {
+    let rt = Runtime::new().unwrap();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    rt.spawn(async move { r.set(true) });
+    rt.stop();
+    rt.run_forever();
+    assert!(ran.get(), "the ready task ran in the one pass");
+}
+
+#[test]
+fn stop_from_another_thread_wakes_a_parked_loop() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        handle.stop();
+    });
+    let start = Instant::now();
+    // Nothing to do: the loop parks in io_uring_enter with no timeout; only the eventfd
+    // written by stop() can end the park.
+    rt.run_forever();
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    t.join().unwrap();
+}
+
+#[test]
+fn call_soon_threadsafe_runs_on_the_loop_thread() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    let loop_thread = std::thread::current().id();
+    let ran_on = Arc::new(std::sync::Mutex::new(None));
+    let r = ran_on.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        let h2 = handle.clone();
+        assert!(handle.call_soon_threadsafe(move || {
+            *r.lock().unwrap() = Some(std::thread::current().id());
+            h2.stop();
+        }));
+    });
+    rt.run_forever();
+    t.join().unwrap();
+    assert_eq!(*ran_on.lock().unwrap(), Some(loop_thread));
+}
+
+#[test]
+fn a_waker_used_from_another_thread_wakes_a_parked_task() {
+    ringloop::run(async {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(7).unwrap();
+        });
+        let task = ringloop::spawn(async move { rx.await.unwrap() });
+        assert_eq!(task.await, Ok(7));
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn many_cross_thread_wakes_are_all_delivered() {
+    ringloop::run(async {
+        let n = 2000;
+        let mut receivers = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = futures::channel::oneshot::channel::<usize>();
+            senders.push(tx);
+            receivers.push(ringloop::spawn(async move { rx.await.unwrap() }));
+        }
+        let t = std::thread::spawn(move || {
+            for (i, tx) in senders.into_iter().enumerate() {
+                tx.send(i).unwrap();
+                if i % 100 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut sum = 0;
+        for r in receivers {
+            sum += r.await.unwrap();
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn handle_is_send_sync_clone_and_runtime_is_not_send() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<Handle>();
+}
+
+#[test]
+fn handle_current_inside_and_clear_panic_outside() {
+    ringloop::run(async {
+        let h = Handle::current();
+        assert!(h.is_running());
+    });
+    let err = catch_unwind(Handle::current).unwrap_err();
+    assert!(panic_text(err).contains("outside a ringloop runtime"));
+}
+
+#[test]
+fn spawn_and_sleep_outside_a_runtime_panic_clearly() {
+    let err = catch_unwind(|| ringloop::spawn(async {})).unwrap_err();
+    let msg = panic_text(err);
+    assert!(msg.contains("outside a ringloop runtime"), "{msg}");
+    let err = catch_unwind(|| {
+        let mut s = std::pin::pin!(ringloop::sleep(Duration::from_millis(1)));
+        let waker = futures::task::noop_waker();
+        let _ = s.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+    })
+    .unwrap_err();
+    assert!(panic_text(err).contains("outside a ringloop runtime"));
+    let err = catch_unwind(|| ringloop::call_soon(|| {})).unwrap_err();
+    assert!(panic_text(err).contains("outside a ringloop runtime"));
+}
+
+use std::future::Future;
+
+#[test]
+fn block_on_inside_block_on_panics_clearly() {
+    let rt = Runtime::new().unwrap();
+    let inner = Runtime::new().unwrap();
+    let msg = rt.block_on(async {
+        let err = catch_unwind(AssertUnwindSafe(|| inner.block_on(async {}))).unwrap_err();
+        panic_text(err)
+    });
+    assert!(msg.contains("already running"), "{msg}");
+    // The outer runtime is still fine.
+    assert_eq!(rt.block_on(async { 5 }), 5);
+}
+
+#[test]
+fn a_panicking_main_future_propagates_and_the_runtime_survives() {
+    let rt = Runtime::new().unwrap();
+    let background = rt.spawn(async {
+        ringloop::sleep(Duration::from_millis(5)).await;
+        "survived"
+    });
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(async {
+            ringloop::yield_now().await;
+            panic!("main went wrong");
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(panic_text(err), "main went wrong");
+    assert_eq!(rt.block_on(background), Ok("survived"));
+}
+
+struct DropGuard {
+    on_drop: Rc<Cell<Option<std::thread::ThreadId>>>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.on_drop.set(Some(std::thread::current().id()));
+    }
+}
+
+#[test]
+fn dropping_the_runtime_drops_pending_tasks_on_its_thread() {
+    let dropped = Rc::new(Cell::new(None));
+    let finished = Rc::new(Cell::new(false));
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    {
+        let guard = DropGuard {
+            on_drop: dropped.clone(),
+        };
+        let f = finished.clone();
+        let task = rt.spawn(async move {
+            let _g = guard;
+            ringloop::sleep(Duration::from_secs(3600)).await;
+            f.set(true);
+        });
+        let cb_ran = Rc::new(Cell::new(0));
+        let c = cb_ran.clone();
+        task.add_done_callback(move |t| {
+            assert!(t.is_cancelled());
+            c.set(c.get() + 1);
+        });
+        rt.block_on(ringloop::sleep(Duration::from_millis(2)));
+        assert_eq!(dropped.get(), None);
+        drop(rt);
+        assert_eq!(dropped.get(), Some(std::thread::current().id()));
+        assert_eq!(
+            cb_ran.get(),
+            1,
+            "done callbacks run when the runtime cancels"
+        );
+        assert!(task.is_done() && task.is_cancelled());
+        assert_eq!(task.result(), Some(Err(ringloop::JoinError::Cancelled)));
+    }
+    assert!(!finished.get());
+    assert!(handle.is_closed());
+}
+
+#[test]
+fn a_full_ring_loses_no_completion() {
+    // Two SQ entries and four CQ entries for 10,000 operations in flight: the SQ is flushed
+    // when full and the CQ overflows into the kernel's backlog (IORING_FEAT_NODROP).
+    let rt = Runtime::builder().entries(2).build().unwrap();
+    let done = Rc::new(Cell::new(0usize));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..10_000)
+            .map(|_| {
+                let done = done.clone();
+                ringloop::spawn(async move {
+                    ringloop::io::nop().await.unwrap();
+                    done.set(done.get() + 1);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert_eq!(done.get(), 10_000);
+}
+
+#[test]
+fn a_full_ring_with_ten_thousand_timers() {
+    let rt = Runtime::builder().entries(2).build().unwrap();
+    let fired = rt.block_on(async {
+        let tasks: Vec<_> = (0..10_000u64)
+            .map(|i| {
+                ringloop::spawn(async move {
+                    ringloop::sleep(Duration::from_micros(i % 500)).await;
+                    ringloop::io::nop().await.unwrap();
+                    1u32
+                })
+            })
+            .collect();
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.unwrap();
+        }
+        n
+    });
+    assert_eq!(fired, 10_000);
+}
+
+#[test]
+fn zero_ring_entries_is_a_clear_error() {
+    let err = Runtime::builder().entries(0).build().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn nested_runtimes_on_separate_threads_are_independent() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                ringloop::run(async move {
+                    ringloop::sleep(Duration::from_millis(5)).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 3);
+}
+
+/// Installs a seccomp filter that makes io_uring_setup fail with EPERM, as Docker's default
+/// profile does, then checks the error Runtime::new gives. Runs in a child process, because
+/// the filter cannot be removed.
+#[test]
+fn io_uring_refused_by_seccomp_gives_a_clear_error() {
+    const CHILD: &str = "RINGLOOP_TEST_SECCOMP_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        deny_io_uring_setup();
+        let err = Runtime::new().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        println!("ERROR: {err}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "io_uring_refused_by_seccomp_gives_a_clear_error",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("ERROR: ").map(|(_, e)| e))
+        .expect("child printed the error");
+    assert!(line.contains("io_uring"), "{line}");
+    assert!(line.contains("os error 1"), "names the errno: {line}");
+    assert!(line.contains("seccomp"), "names the likely cause: {line}");
+    assert!(line.contains("LINUX_ONLY.md"), "points to the docs: {line}");
+}
+
+fn deny_io_uring_setup() {
+    // io_uring_setup is syscall 425 on every architecture that has it.
+    const NR_IO_URING_SETUP: u32 = 425;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: NR_IO_URING_SETUP,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with valid arguments; `prog` and `filter` outlive the calls.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const _
+            ),
+            0,
+            "installing the seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
