@@ -49,3 +49,8 @@ pub use runtime::time::{
     time,
 };
 pub use runtime::{Builder, Handle, Runtime, run};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
