@@ -39,7 +39,9 @@ pub mod io;
 mod loom;
 mod runtime;
 
-pub use future::ReturnWhen;
+pub use future::{
+    Elapsed, ReturnWhen, Shielded, WaitFor, Waitable, shield, timeout, wait, wait_for, wait_until,
+};
 pub use runtime::task::{
     CallbackId, Join, JoinError, Task, TaskRef, TaskState, YieldNow, all_tasks, current_task,
     spawn, yield_now,

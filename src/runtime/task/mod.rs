@@ -273,7 +273,33 @@ impl<T> Task<T> {
     /// the handle.
     pub fn detach(self) {}
 
-    /// Polls for the output without consuming the handle; used by `wait` and `Join`.
+    /// Ready once the task is done, without taking the output; otherwise registers `cx`'s
+    /// waker as the task's awaiter. Used by `wait`.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_done() {
+            return Poll::Ready(());
+        }
+        let header = self.header();
+        let waker = header.join_waker.take();
+        match waker {
+            Some(w) if w.will_wake(cx.waker()) => header.join_waker.set(Some(w)),
+            _ => header.join_waker.set(Some(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    /// True if the task is done and did not return a value (panicked or was cancelled).
+    pub(crate) fn is_failed(&self) -> bool {
+        if !self.is_done() {
+            return false;
+        }
+        let raw = self.raw();
+        // SAFETY: this task's output type is T; the reference ends in this statement.
+        let failed = unsafe { raw.output_ref::<T>() }.is_some_and(|r| r.is_err());
+        failed || self.header().has(CANCELLED)
+    }
+
+    /// Polls for the output without consuming the handle; used by `Join` and `Shielded`.
     pub(crate) fn poll_output(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
         let header = self.header();
         if header.has(COMPLETE) {
@@ -283,11 +309,7 @@ impl<T> Task<T> {
                 None => panic!("ringloop: the task's output was already taken (awaited twice?)"),
             }
         } else {
-            let waker = header.join_waker.take();
-            match waker {
-                Some(w) if w.will_wake(cx.waker()) => header.join_waker.set(Some(w)),
-                _ => header.join_waker.set(Some(cx.waker().clone())),
-            }
+            let _ = self.poll_done(cx);
             Poll::Pending
         }
     }
