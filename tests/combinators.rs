@@ -146,7 +146,7 @@ fn shield_survives_the_cancellation_of_the_awaiting_task() {
         let inner_ref = inner.task_ref();
         let shielded = ringloop::shield(inner);
         let shielded_task = shielded.task().task_ref();
-        let waiter = ringloop::spawn(async move { shielded.await });
+        let waiter = ringloop::spawn(shielded);
         sleep_ms(1).await;
         waiter.cancel();
         assert_eq!(waiter.await, Err(JoinError::Cancelled));
