@@ -136,11 +136,14 @@ impl Local {
     }
 
     pub(crate) fn all_tasks(&self) -> Vec<TaskRef> {
-        self.registry
+        let mut tasks: Vec<TaskRef> = self
+            .registry
             .borrow()
             .iter()
             .map(|(_, t)| TaskRef::new(t.clone()))
-            .collect()
+            .collect();
+        tasks.sort_by_key(TaskRef::id);
+        tasks
     }
 
     /// Queues a `call_soon` callback.

@@ -101,10 +101,10 @@ impl Future for Sleep {
             match this.timer {
                 // Still registered: not yet fired.
                 Some(key) if timers.update_waker(key, cx.waker()) => Poll::Pending,
-                // Fired (the loop removed it).
-                Some(_) => Poll::Ready(()),
-                None if Instant::now() >= this.deadline => Poll::Ready(()),
-                None => {
+                // Fired (the loop removed it), or never registered and already due.
+                _ if Instant::now() >= this.deadline => Poll::Ready(()),
+                // Not due and not registered here (first poll, or moved between runtimes).
+                _ => {
                     this.timer = Some(
                         timers.insert(this.deadline, Action::Wake(Some(cx.waker().clone()))),
                     );

@@ -9,10 +9,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
+
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// What a timer does when it fires.
 pub(crate) enum Action {
@@ -38,7 +41,6 @@ pub(crate) struct Timers {
     base: Instant,
     heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
     entries: Slab<Entry>,
-    next_seq: u64,
 }
 
 impl Timers {
@@ -47,7 +49,6 @@ impl Timers {
             base: Instant::now(),
             heap: BinaryHeap::new(),
             entries: Slab::new(),
-            next_seq: 0,
         }
     }
 
@@ -57,8 +58,9 @@ impl Timers {
 
     /// Adds an entry without a deadline (a `call_soon` callback queued elsewhere).
     pub(crate) fn insert_unscheduled(&mut self, action: Action) -> TimerKey {
-        self.next_seq += 1;
-        let seq = self.next_seq;
+        // Sequence numbers are unique across all runtimes, so a key used with the wrong
+        // runtime (a Sleep moved between runtimes on one thread) never matches an entry.
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         let key = self.entries.insert(Entry { seq, action });
         TimerKey {
             key: u32::try_from(key).expect("ringloop: more than 4 billion live timers"),

@@ -511,7 +511,7 @@ pub fn current_task() -> Option<TaskRef> {
     context::with_local(|local| local.current_task()).flatten()
 }
 
-/// Every task of the current runtime that has not finished, in spawn order: asyncio's
+/// Every task of the current runtime that has not finished, by id (spawn order): asyncio's
 /// `all_tasks()`. Each shows its id, name, state and spawn location in `Debug`, so a stuck
 /// program can be inspected. Empty outside a runtime.
 pub fn all_tasks() -> Vec<TaskRef> {
