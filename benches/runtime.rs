@@ -1,1 +1,812 @@
-fn main(){}
+//! ringloop vs tokio (current_thread), side by side in one process.
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo bench --bench runtime
+//! ```
+//!
+//! Every workload runs on both runtimes, alternating per repetition (ringloop, tokio,
+//! ringloop, tokio, ...) so that drift of the machine (frequency, noisy neighbours) hits both
+//! alike. The table printed at the end holds the MEDIAN over the repetitions and the ratio
+//! ringloop / tokio (below 1.0 means ringloop is faster or smaller). Progress goes to stderr,
+//! one line per finished run.
+//!
+//! Environment:
+//!
+//! - `BENCH_REPS=n`: repetitions per runtime (default 5).
+//! - `BENCH_ONLY=name[,name...]`: run only these workloads (`spawn`, `yield`, `ping-pong`,
+//!   `timers`, `memory`, `nop`).
+//! - `BENCH_SCALE=f`: multiply every count by `f` (e.g. `0.1` for a quick run).
+//! - `BENCH_CHILD=memory:<runtime>`: internal; the harness re-executes itself with it to
+//!   measure memory in a fresh process, and prints one number on stdout.
+//!
+//! Without the `--bench` flag (that is, under `cargo test --all-targets`) the harness runs a
+//! smoke test instead: one repetition at 1% of the counts.
+//!
+//! Both runtimes are single-threaded: ringloop's `Runtime` and tokio's `current_thread`
+//! runtime with `enable_all()`, tasks spawned with plain `tokio::spawn`, as users compare them.
+//! The workload code has the same shape on both; only the runtime's calls differ.
+//!
+//! Workloads:
+//!
+//! 1. `spawn`: 1,000,000 tasks each returning its index; the handles are collected in a `Vec`,
+//!    then awaited in order and summed. Measures the cost of a task's life: allocation,
+//!    scheduling, one poll, completion, the join. Metric: ns per task.
+//! 2. `yield`: one task yields 10,000,000 times through a hand-written future (wake itself,
+//!    return `Pending` once), the same struct on both runtimes. Measures the bare
+//!    wake / re-queue / re-poll path of the scheduler. Metric: ns per yield.
+//! 3. `ping-pong`: two tasks pass a counter back and forth through two bounded channels of
+//!    capacity 1, 1,000,000 round trips. Measures cross-task wake-ups (each hop parks one task
+//!    and wakes the other). The channel is `futures::channel::mpsc` on both runtimes, so that
+//!    only the scheduler differs; `tokio-native` adds tokio's own `tokio::sync::mpsc` for
+//!    reference. Metric: ns per round trip.
+//! 4. `timers`: 100,000 tasks spawned at once; each sleeps until its first poll plus
+//!    1 + (i * 7919 % 100) ms and records how late it woke. tokio's timer wheel has a 1 ms
+//!    granularity and rounds deadlines up, so its lateness is expected around a millisecond;
+//!    ringloop keeps exact deadlines (a heap), so its lateness is the kernel's wake-up latency
+//!    plus the time a woken task waits in the run queue. Metrics: p50 and p99 lateness in µs,
+//!    the wall time of the whole workload in ms, and (informative) when the last task got its
+//!    first poll, in ms from the start: until then woken tasks queue behind never-polled ones
+//!    (both run queues are FIFO), which bounds how late the short sleeps can be; and the p99
+//!    lateness of the tasks whose deadline came 10 ms after that point, once that backlog has
+//!    drained (closer to the timers' own precision).
+//! 5. `memory`: 1,000,000 tasks each parked on a one-hour sleep after being polled once;
+//!    resident memory (VmRSS) is read before spawning and once all have been polled. Runs in
+//!    a fresh child process per repetition so that one run's freed-but-retained heap does not
+//!    hide the next one's growth. Metric: bytes per task (RSS delta / N), which covers the task
+//!    cell, the future, the timer entry and the runtime's per-task bookkeeping.
+//! 6. `nop` (ringloop only, informative): 1,000,000 sequential `ringloop::io::nop().await`
+//!    (one submission and one completion through the ring each), then 64 tasks sharing
+//!    1,000,000 nops concurrently (batched submissions). Metric: ns per op.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+// ---------------------------------------------------------------------------------------------
+
+/// Yields once: wakes itself and returns `Pending` on the first poll, `Ready` on the second.
+/// The same struct drives the `yield` workload on both runtimes.
+struct YieldOnce {
+    yielded: bool,
+}
+
+impl YieldOnce {
+    fn new() -> YieldOnce {
+        YieldOnce { yielded: false }
+    }
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// The sleep of task `i` in the `timers` workload: 1 to 100 ms, spread pseudo-randomly.
+fn timer_delay(i: usize) -> Duration {
+    Duration::from_millis(1 + (i as u64 * 7919 % 100))
+}
+
+/// Tasks of the `memory` workload that have been polled once.
+static POLLED: AtomicUsize = AtomicUsize::new(0);
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn ringloop_rt() -> ringloop::Runtime {
+    ringloop::Runtime::new().expect("ringloop runtime")
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn ns_per(elapsed: Duration, n: usize) -> f64 {
+    elapsed.as_nanos() as f64 / n as f64
+}
+
+/// Resident set size of this process in bytes, from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kb * 1024
+}
+
+/// p-th percentile (0..=100) of sorted values, nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// How long after the last first poll the `timers` workload's "settled" p99 starts.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// (p50 µs, p99 µs, wall ms, first polls done ms, p99 µs of the deadlines SETTLE after that) of a
+/// `timers` run, from each task's (first poll, lateness).
+fn timer_metrics(start: Instant, results: &[(Instant, Duration)], wall: Duration) -> Vec<f64> {
+    let mut lateness: Vec<Duration> = results.iter().map(|&(_, late)| late).collect();
+    lateness.sort_unstable();
+    let last_first_poll = results
+        .iter()
+        .map(|&(first, _)| first)
+        .max()
+        .unwrap_or(start);
+    // Tasks whose deadline came well after every task had been polled once (SETTLE later, so
+    // that the tasks woken during the first polls have run too): no backlog ahead of them.
+    let mut settled: Vec<Duration> = results
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(first, _))| first + timer_delay(i) > last_first_poll + SETTLE)
+        .map(|(_, &(_, late))| late)
+        .collect();
+    settled.sort_unstable();
+    vec![
+        percentile(&lateness, 50.0).as_nanos() as f64 / 1e3,
+        percentile(&lateness, 99.0).as_nanos() as f64 / 1e3,
+        wall.as_nanos() as f64 / 1e6,
+        (last_first_poll - start).as_nanos() as f64 / 1e6,
+        percentile(&settled, 99.0).as_nanos() as f64 / 1e3,
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. spawn
+// ---------------------------------------------------------------------------------------------
+
+fn spawn_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n).map(|i| ringloop::spawn(async move { i })).collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+fn spawn_tokio(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n).map(|i| tokio::spawn(async move { i })).collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. yield
+// ---------------------------------------------------------------------------------------------
+
+fn yield_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let task = ringloop::spawn(async move {
+            let start = Instant::now();
+            for _ in 0..n {
+                YieldOnce::new().await;
+            }
+            start.elapsed()
+        });
+        task.await.unwrap()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+fn yield_tokio(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            for _ in 0..n {
+                YieldOnce::new().await;
+            }
+            start.elapsed()
+        });
+        task.await.unwrap()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. ping-pong
+// ---------------------------------------------------------------------------------------------
+
+fn ping_pong_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let (mut ping_tx, mut ping_rx) = futures::channel::mpsc::channel::<usize>(1);
+        let (mut pong_tx, mut pong_rx) = futures::channel::mpsc::channel::<usize>(1);
+        let start = Instant::now();
+        let ponger = ringloop::spawn(async move {
+            while let Some(v) = ping_rx.next().await {
+                pong_tx.send(v + 1).await.unwrap();
+            }
+        });
+        let pinger = ringloop::spawn(async move {
+            let mut v = 0;
+            for _ in 0..n {
+                ping_tx.send(v).await.unwrap();
+                v = pong_rx.next().await.unwrap();
+            }
+            assert_eq!(v, n);
+        });
+        pinger.await.unwrap();
+        ponger.await.unwrap();
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+fn ping_pong_tokio(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let (mut ping_tx, mut ping_rx) = futures::channel::mpsc::channel::<usize>(1);
+        let (mut pong_tx, mut pong_rx) = futures::channel::mpsc::channel::<usize>(1);
+        let start = Instant::now();
+        let ponger = tokio::spawn(async move {
+            while let Some(v) = ping_rx.next().await {
+                pong_tx.send(v + 1).await.unwrap();
+            }
+        });
+        let pinger = tokio::spawn(async move {
+            let mut v = 0;
+            for _ in 0..n {
+                ping_tx.send(v).await.unwrap();
+                v = pong_rx.next().await.unwrap();
+            }
+            assert_eq!(v, n);
+        });
+        pinger.await.unwrap();
+        ponger.await.unwrap();
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+/// Informative: tokio with its own channel, `tokio::sync::mpsc::channel(1)`.
+fn ping_pong_tokio_native(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<usize>(1);
+        let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<usize>(1);
+        let start = Instant::now();
+        let ponger = tokio::spawn(async move {
+            while let Some(v) = ping_rx.recv().await {
+                pong_tx.send(v + 1).await.unwrap();
+            }
+        });
+        let pinger = tokio::spawn(async move {
+            let mut v = 0;
+            for _ in 0..n {
+                ping_tx.send(v).await.unwrap();
+                v = pong_rx.recv().await.unwrap();
+            }
+            assert_eq!(v, n);
+        });
+        pinger.await.unwrap();
+        ponger.await.unwrap();
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. timers
+// ---------------------------------------------------------------------------------------------
+
+fn timers_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let (start, results, wall) = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                ringloop::spawn(async move {
+                    let first_poll = Instant::now();
+                    let deadline = first_poll + timer_delay(i);
+                    ringloop::sleep_until(deadline).await;
+                    (
+                        first_poll,
+                        Instant::now().saturating_duration_since(deadline),
+                    )
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        (start, results, start.elapsed())
+    });
+    timer_metrics(start, &results, wall)
+}
+
+fn timers_tokio(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let (start, results, wall) = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let first_poll = Instant::now();
+                    let deadline = first_poll + timer_delay(i);
+                    tokio::time::sleep_until(deadline.into()).await;
+                    (
+                        first_poll,
+                        Instant::now().saturating_duration_since(deadline),
+                    )
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        (start, results, start.elapsed())
+    });
+    timer_metrics(start, &results, wall)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. memory (each run in a child process, see `memory_in_child`)
+// ---------------------------------------------------------------------------------------------
+
+fn memory_child_ringloop(n: usize) -> f64 {
+    let rt = ringloop_rt();
+    let bytes = rt.block_on(async move {
+        let before = rss_bytes();
+        for _ in 0..n {
+            ringloop::spawn(async {
+                POLLED.fetch_add(1, Ordering::Relaxed);
+                ringloop::sleep(HOUR).await;
+            });
+        }
+        while POLLED.load(Ordering::Relaxed) < n {
+            ringloop::sleep(Duration::from_millis(1)).await;
+        }
+        rss_bytes().saturating_sub(before)
+    });
+    drop(rt);
+    bytes as f64 / n as f64
+}
+
+fn memory_child_tokio(n: usize) -> f64 {
+    let rt = tokio_rt();
+    let bytes = rt.block_on(async move {
+        let before = rss_bytes();
+        for _ in 0..n {
+            tokio::spawn(async {
+                POLLED.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(HOUR).await;
+            });
+        }
+        while POLLED.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rss_bytes().saturating_sub(before)
+    });
+    drop(rt);
+    bytes as f64 / n as f64
+}
+
+/// Runs the `memory` workload for `runtime` in a fresh copy of this executable.
+fn memory_in_child(runtime: &str, n: usize) -> Vec<f64> {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new(exe)
+        .env("BENCH_CHILD", format!("memory:{runtime}"))
+        .env("BENCH_CHILD_N", n.to_string())
+        .output()
+        .expect("spawn the memory child");
+    assert!(
+        out.status.success(),
+        "memory child for {runtime} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("memory child for {runtime} printed {stdout:?}"));
+    vec![value]
+}
+
+fn memory_ringloop(n: usize) -> Vec<f64> {
+    memory_in_child("ringloop", n)
+}
+
+fn memory_tokio(n: usize) -> Vec<f64> {
+    memory_in_child("tokio", n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. nop (ringloop only)
+// ---------------------------------------------------------------------------------------------
+
+const NOP_TASKS: usize = 64;
+
+fn nop_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let sequential = rt.block_on(async move {
+        let task = ringloop::spawn(async move {
+            let start = Instant::now();
+            for _ in 0..n {
+                ringloop::io::nop().await.unwrap();
+            }
+            start.elapsed()
+        });
+        task.await.unwrap()
+    });
+    let per_task = n.div_ceil(NOP_TASKS);
+    let concurrent = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..NOP_TASKS)
+            .map(|_| {
+                ringloop::spawn(async move {
+                    for _ in 0..per_task {
+                        ringloop::io::nop().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        start.elapsed()
+    });
+    vec![
+        ns_per(sequential, n),
+        ns_per(concurrent, per_task * NOP_TASKS),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// One run of a workload on one runtime: takes the scaled count, returns one value per metric.
+type RunFn = fn(usize) -> Vec<f64>;
+
+/// How a metric is judged.
+#[derive(Clone, Copy)]
+enum Goal {
+    /// ringloop / tokio at most this.
+    RatioAtMost(f64),
+    /// ringloop's own value below this.
+    Below(f64),
+    /// Informative only.
+    None,
+}
+
+struct Metric {
+    name: &'static str,
+    goal: Goal,
+}
+
+/// One workload: its name, base count, metrics and one run function per runtime (each gets the
+/// scaled count and returns one value per metric). A third function adds an informative
+/// variant (shown as its own row).
+struct Workload {
+    name: &'static str,
+    count: usize,
+    metrics: &'static [Metric],
+    ringloop: RunFn,
+    tokio: Option<RunFn>,
+    extra: Option<(&'static str, RunFn)>,
+}
+
+fn workloads() -> Vec<Workload> {
+    vec![
+        Workload {
+            name: "spawn",
+            count: 1_000_000,
+            metrics: &[Metric {
+                name: "ns/task",
+                goal: Goal::RatioAtMost(0.27),
+            }],
+            ringloop: spawn_ringloop,
+            tokio: Some(spawn_tokio),
+            extra: None,
+        },
+        Workload {
+            name: "yield",
+            count: 10_000_000,
+            metrics: &[Metric {
+                name: "ns/yield",
+                goal: Goal::RatioAtMost(0.8),
+            }],
+            ringloop: yield_ringloop,
+            tokio: Some(yield_tokio),
+            extra: None,
+        },
+        Workload {
+            name: "ping-pong",
+            count: 1_000_000,
+            metrics: &[Metric {
+                name: "ns/round trip",
+                goal: Goal::RatioAtMost(1.0),
+            }],
+            ringloop: ping_pong_ringloop,
+            tokio: Some(ping_pong_tokio),
+            extra: Some(("tokio-native", ping_pong_tokio_native)),
+        },
+        Workload {
+            name: "timers",
+            count: 100_000,
+            metrics: &[
+                Metric {
+                    name: "p50 lateness µs",
+                    goal: Goal::Below(20.0),
+                },
+                Metric {
+                    name: "p99 lateness µs",
+                    goal: Goal::Below(250.0),
+                },
+                Metric {
+                    name: "wall ms",
+                    goal: Goal::RatioAtMost(1.0),
+                },
+                Metric {
+                    name: "first polls done ms",
+                    goal: Goal::None,
+                },
+                Metric {
+                    name: "p99 µs, 10 ms after first polls",
+                    goal: Goal::None,
+                },
+            ],
+            ringloop: timers_ringloop,
+            tokio: Some(timers_tokio),
+            extra: None,
+        },
+        Workload {
+            name: "memory",
+            count: 1_000_000,
+            metrics: &[Metric {
+                name: "bytes/task",
+                goal: Goal::RatioAtMost(0.5),
+            }],
+            ringloop: memory_ringloop,
+            tokio: Some(memory_tokio),
+            extra: None,
+        },
+        Workload {
+            name: "nop",
+            count: 1_000_000,
+            metrics: &[
+                Metric {
+                    name: "ns/op sequential",
+                    goal: Goal::None,
+                },
+                Metric {
+                    name: "ns/op 64 tasks",
+                    goal: Goal::None,
+                },
+            ],
+            ringloop: nop_ringloop,
+            tokio: None,
+            extra: None,
+        },
+    ]
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
+    )
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Runs one workload on one runtime and prints a progress line; returns one value per metric.
+fn run_one(workload: &Workload, label: &str, rep: usize, n: usize, f: RunFn) -> Vec<f64> {
+    let values = f(n);
+    assert_eq!(values.len(), workload.metrics.len());
+    let shown: Vec<String> = workload
+        .metrics
+        .iter()
+        .zip(&values)
+        .map(|(m, v)| format!("{} {}", fmt_value(*v), m.name))
+        .collect();
+    eprintln!(
+        "[{} rep {}] {:<12} {}",
+        workload.name,
+        rep + 1,
+        label,
+        shown.join(", ")
+    );
+    values
+}
+
+fn main() {
+    // Re-executed by `memory_in_child`: run one memory measurement and print it.
+    if let Ok(child) = std::env::var("BENCH_CHILD") {
+        let n: usize = env_parse("BENCH_CHILD_N").expect("BENCH_CHILD_N");
+        let bytes = match child.as_str() {
+            "memory:ringloop" => memory_child_ringloop(n),
+            "memory:tokio" => memory_child_tokio(n),
+            other => panic!("unknown BENCH_CHILD={other}"),
+        };
+        println!("{bytes}");
+        return;
+    }
+
+    // `cargo bench` passes --bench; anything else (cargo test --all-targets) gets a smoke run.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench_mode { 5 } else { 1 });
+    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench_mode { 1.0 } else { 0.01 });
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|w| w.trim().to_string()).collect());
+    assert!(reps >= 1, "BENCH_REPS must be at least 1");
+    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+
+    let workloads: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|name| name == w.name))
+        })
+        .collect();
+    if workloads.is_empty() {
+        eprintln!("BENCH_ONLY matched no workload");
+        return;
+    }
+    eprintln!("ringloop vs tokio current_thread: {reps} repetitions, scale {scale}");
+
+    // Rows of the final table: (workload, metric, ringloop median, tokio median, goal).
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for w in &workloads {
+        let n = ((w.count as f64 * scale).round() as usize).max(2);
+        let k = w.metrics.len();
+        let mut ours = vec![Vec::new(); k];
+        let mut theirs = vec![Vec::new(); k];
+        let mut extra = vec![Vec::new(); k];
+        for rep in 0..reps {
+            for (i, v) in run_one(w, "ringloop", rep, n, w.ringloop)
+                .into_iter()
+                .enumerate()
+            {
+                ours[i].push(v);
+            }
+            if let Some(f) = w.tokio {
+                for (i, v) in run_one(w, "tokio", rep, n, f).into_iter().enumerate() {
+                    theirs[i].push(v);
+                }
+            }
+            if let Some((label, f)) = w.extra {
+                for (i, v) in run_one(w, label, rep, n, f).into_iter().enumerate() {
+                    extra[i].push(v);
+                }
+            }
+        }
+        for (i, m) in w.metrics.iter().enumerate() {
+            let r = median(&ours[i]);
+            let t = (!theirs[i].is_empty()).then(|| median(&theirs[i]));
+            let ratio = t.map(|t| r / t);
+            let goal = match m.goal {
+                Goal::RatioAtMost(g) => {
+                    let met = ratio.is_some_and(|x| x <= g);
+                    format!("ratio ≤ {g} ({})", if met { "met" } else { "MISSED" })
+                }
+                Goal::Below(g) => {
+                    let met = r < g;
+                    format!("ringloop < {g} ({})", if met { "met" } else { "MISSED" })
+                }
+                Goal::None => "informative".to_string(),
+            };
+            rows.push([
+                w.name.to_string(),
+                m.name.to_string(),
+                fmt_value(r),
+                t.map_or("-".to_string(), fmt_value),
+                ratio.map_or("-".to_string(), |x| format!("{x:.3}")),
+                goal,
+            ]);
+            if let Some((label, _)) = w.extra {
+                let e = median(&extra[i]);
+                rows.push([
+                    format!("{} ({label})", w.name),
+                    m.name.to_string(),
+                    fmt_value(r),
+                    fmt_value(e),
+                    format!("{:.3}", r / e),
+                    "informative".to_string(),
+                ]);
+            }
+        }
+    }
+
+    let header = [
+        "workload",
+        "metric",
+        "ringloop (median)",
+        "tokio (median)",
+        "ratio",
+        "goal",
+    ];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    println!();
+    println!("ringloop vs tokio (current_thread), {reps} repetitions, scale {scale}");
+    if !bench_mode {
+        println!("(smoke test without --bench: the numbers are not meaningful)");
+    }
+    line(header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    println!("|-{}-|", rule.join("-|-"));
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}

@@ -37,11 +37,16 @@ mod driver;
 pub mod future;
 pub mod io;
 mod loom;
+pub mod pool;
 mod runtime;
 
 pub use future::{
-    Elapsed, ReturnWhen, Shielded, WaitFor, Waitable, shield, timeout, wait, wait_for, wait_until,
+    AsCompleted, AsCompletedUntil, Elapsed, Gather, Promise, PromiseError, ReturnWhen, Shielded,
+    TryGather, WaitFor, Waitable, as_completed, as_completed_until, gather, gather2, gather3,
+    gather4, gather5, gather6, shield, timeout, try_gather, try_gather2, try_gather3, try_gather4,
+    try_gather5, try_gather6, wait, wait_for, wait_until,
 };
+pub use pool::{PoolError, PoolFuture, ThreadPool, ThreadPoolBuilder, spawn_blocking};
 pub use runtime::task::{
     CallbackId, Join, JoinError, Task, TaskRef, TaskState, YieldNow, all_tasks, current_task,
     spawn, yield_now,

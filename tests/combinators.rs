@@ -294,14 +294,21 @@ fn wait_on_nothing_returns_at_once() {
 }
 
 #[test]
-fn wait_counts_cancelled_tasks_as_done_and_failed() {
+fn cancellation_is_not_an_exception_for_first_exception() {
     ringloop::run(async {
-        let tasks = sleepers(&[3_600_000, 3_600_000]);
+        let tasks = sleepers(&[3_600_000, 20]);
         tasks[0].cancel();
+        // asyncio: a cancelled task is done but did not raise, so FIRST_EXCEPTION keeps
+        // waiting until all are done.
         let (done, pending) = ringloop::wait(tasks, None, ReturnWhen::FirstException).await;
-        assert_eq!(done.len(), 1);
+        assert_eq!(done.len(), 2);
         assert!(done[0].is_cancelled());
-        assert_eq!(pending.len(), 1);
+        assert!(pending.is_empty());
+        // FirstCompleted counts the cancelled one as completed.
+        let tasks = sleepers(&[3_600_000, 3_600_000]);
+        tasks[1].cancel();
+        let (done, pending) = ringloop::wait(tasks, None, ReturnWhen::FirstCompleted).await;
+        assert_eq!((done.len(), pending.len()), (1, 1));
         pending[0].cancel();
     });
 }

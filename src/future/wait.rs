@@ -18,7 +18,8 @@ pub trait Waitable: sealed::Sealed {
     /// is. Never takes the output.
     fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()>;
 
-    /// True if the item is done and did not succeed (an error, a panic, or cancellation).
+    /// True if the item finished with an exception: a panic (or, for a pool future, a broken or
+    /// shut-down pool). Cancellation is not an exception, as in asyncio.
     fn is_failed(&self) -> bool;
 }
 
@@ -27,6 +28,17 @@ pub(crate) mod sealed {
 }
 
 impl<T> sealed::Sealed for Task<T> {}
+impl<T> sealed::Sealed for crate::PoolFuture<T> {}
+
+impl<T> Waitable for crate::PoolFuture<T> {
+    fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_done(cx)
+    }
+
+    fn is_failed(&self) -> bool {
+        self.is_failed()
+    }
+}
 
 impl<T> Waitable for Task<T> {
     fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -43,8 +55,9 @@ impl<T> Waitable for Task<T> {
 /// be awaited or waited on again.
 ///
 /// - [`ReturnWhen::FirstCompleted`]: as soon as one item is done.
-/// - [`ReturnWhen::FirstException`]: as soon as one item failed (panicked, was cancelled, or,
-///   for pool futures, returned an error); otherwise when all are done.
+/// - [`ReturnWhen::FirstException`]: as soon as one item failed (panicked or, for pool
+///   futures, failed with another error; cancellation does not count, as in asyncio);
+///   otherwise when all are done.
 /// - [`ReturnWhen::AllCompleted`]: when all are done.
 ///
 /// An empty input returns at once. A wake of one item costs O(1), not a scan of all.

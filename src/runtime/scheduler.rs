@@ -24,6 +24,10 @@ use crate::runtime::task::{Task, TaskRef, panic_message};
 use crate::runtime::time::LocalMarker;
 use crate::runtime::timer::{Action, TimerKey, Timers};
 
+/// The blocking pool, type-erased (see `Local::blocking_pool`), and the function that shuts
+/// it down.
+pub(crate) type ErasedPool = (Box<dyn std::any::Any>, fn(Box<dyn std::any::Any>));
+
 /// Tasks polled per tick before the loop looks at callbacks, other threads, timers and I/O.
 const BUDGET: usize = 64;
 
@@ -43,8 +47,11 @@ pub(crate) struct Local {
     current: Cell<Option<NonNull<Header>>>,
     next_id: Cell<u64>,
     /// Size of the blocking pool, if configured.
-    #[allow(dead_code)]
     pub(crate) blocking_threads: Option<usize>,
+    /// The runtime's blocking pool (`pool::spawn_blocking`), created on first use, with the
+    /// function that shuts it down at close. Type-erased so that the runtime layer does not
+    /// depend on the pool layer above it.
+    pub(crate) blocking_pool: RefCell<Option<ErasedPool>>,
     /// Set once the loop closed: nothing runs any more.
     closed: Cell<bool>,
     // Scratch buffers, reused every tick.
@@ -80,6 +87,7 @@ impl Local {
     ) -> Local {
         Local {
             blocking_threads,
+            blocking_pool: RefCell::new(None),
             shared,
             driver: Rc::new(RefCell::new(driver)),
             marker: Rc::new(LocalMarker),
@@ -350,6 +358,10 @@ impl Local {
             }
         }
         self.closed.set(true);
+        // The blocking pool: jobs not started are cancelled, running ones waited for.
+        if let Some((pool, close)) = self.blocking_pool.take() {
+            close(pool);
+        }
         // Wakes from other threads are refused from now on; drop what was queued.
         let queued = self.shared.close();
         drop(queued);

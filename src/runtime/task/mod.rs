@@ -75,9 +75,16 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Identifies a done callback so it can be removed again.
+/// Identifies a done callback (of a [`Task`], [`Promise`](crate::Promise) or
+/// [`PoolFuture`](crate::PoolFuture)) so it can be removed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CallbackId(u64);
+
+impl CallbackId {
+    pub(crate) fn new(id: u64) -> CallbackId {
+        CallbackId(id)
+    }
+}
 
 /// Where a task is in its life, as reported by [`TaskRef::state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,15 +295,14 @@ impl<T> Task<T> {
         Poll::Pending
     }
 
-    /// True if the task is done and did not return a value (panicked or was cancelled).
+    /// True if the task is done and panicked (asyncio: finished with an exception).
     pub(crate) fn is_failed(&self) -> bool {
         if !self.is_done() {
             return false;
         }
         let raw = self.raw();
         // SAFETY: this task's output type is T; the reference ends in this statement.
-        let failed = unsafe { raw.output_ref::<T>() }.is_some_and(|r| r.is_err());
-        failed || self.header().has(CANCELLED)
+        unsafe { raw.output_ref::<T>() }.is_some_and(|r| matches!(r, Err(JoinError::Panicked(_))))
     }
 
     /// Polls for the output without consuming the handle; used by `Join` and `Shielded`.

@@ -1,0 +1,157 @@
+//! The runtime's integration with the executors: `spawn_blocking` on the runtime's own pool,
+//! and `Handle::spawn` (asyncio's `run_coroutine_threadsafe`), whose result is a
+//! [`PoolFuture`] that any thread can wait on.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::error::panic_message;
+use super::future::Shared;
+use super::{PoolError, PoolFuture, ThreadPool};
+use crate::runtime::Handle;
+use crate::runtime::context;
+
+/// Runs the blocking function `f` on the runtime's thread pool and returns its future,
+/// which a task can await (the loop is woken through its eventfd when the job finishes,
+/// with no polling). tokio's `spawn_blocking`; asyncio's `loop.run_in_executor(None, f)`.
+///
+/// The pool starts its threads lazily, up to [`Builder::blocking_threads`]
+/// (default min(32, CPUs + 4)); they are named `ringloop-blocking-N_i`. Closing the
+/// runtime cancels jobs that have not started and waits for the running ones. A panic in
+/// `f` becomes [`PoolError::Panicked`]; the worker survives.
+///
+/// # Panics
+///
+/// Outside a ringloop runtime.
+///
+/// # Examples
+///
+/// ```
+/// let n = ringloop::run(async {
+///     ringloop::spawn_blocking(|| (0..1000u64).sum::<u64>()).await
+/// });
+/// assert_eq!(n, Ok(499_500));
+/// ```
+///
+/// [`Builder::blocking_threads`]: crate::Builder::blocking_threads
+pub fn spawn_blocking<F, T>(f: F) -> PoolFuture<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = context::with_local(|local| {
+        let mut slot = local.blocking_pool.borrow_mut();
+        let (pool, _) = slot.get_or_insert_with(|| {
+            let mut builder = ThreadPool::builder().thread_name_prefix("ringloop-blocking");
+            if let Some(n) = local.blocking_threads {
+                builder = builder.max_workers(n);
+            }
+            (Box::new(builder.build()), close_blocking_pool)
+        });
+        pool.downcast_ref::<ThreadPool>()
+            .expect("the blocking pool slot holds a ThreadPool")
+            .clone()
+    })
+    .expect(
+        "ringloop::spawn_blocking called outside a ringloop runtime; call it from inside \
+         Runtime::block_on, ringloop::run or a task, or use a ThreadPool",
+    );
+    pool.submit(f)
+}
+
+/// Shuts the runtime's blocking pool down when the runtime closes: jobs not started are
+/// cancelled, running ones are waited for.
+fn close_blocking_pool(pool: Box<dyn std::any::Any>) {
+    if let Ok(pool) = pool.downcast::<ThreadPool>() {
+        pool.shutdown(true, true);
+    }
+}
+
+impl Handle {
+    /// Submits a `Send` future to this runtime from any thread and returns a [`PoolFuture`]
+    /// for its output: asyncio's `run_coroutine_threadsafe`. The future runs as a task on
+    /// the loop; the `PoolFuture` can be waited on from a plain thread (`result(timeout)`)
+    /// or awaited from any executor.
+    ///
+    /// `cancel()` on the returned future succeeds only before the loop has started the
+    /// future (then it never runs). If the runtime is closed, the future fails with
+    /// [`PoolError::Shutdown`]; if it closes while the future runs, with
+    /// [`PoolError::Cancelled`]; a panic becomes [`PoolError::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = ringloop::Runtime::new()?;
+    /// let handle = rt.handle();
+    /// let from_thread = std::thread::spawn(move || {
+    ///     let fut = handle.spawn(async { 6 * 7 });
+    ///     let answer = fut.result(None).unwrap();
+    ///     handle.stop();
+    ///     answer
+    /// });
+    /// rt.run_forever();
+    /// assert_eq!(from_thread.join().unwrap(), 42);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn spawn<F>(&self, future: F) -> PoolFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let shared = Shared::new_pending();
+        let result = PoolFuture::from_shared(shared.clone());
+        let start = move || {
+            if shared.try_start() {
+                crate::spawn(Reporter {
+                    future,
+                    shared: Some(shared),
+                })
+                .detach();
+            }
+        };
+        if !self.call_soon_threadsafe(start) {
+            // The closure (and the Shared inside it) was dropped unrun.
+            return PoolFuture::failed(PoolError::Shutdown);
+        }
+        result
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a `Handle::spawn` future on the loop and reports its outcome to the PoolFuture;
+    /// if dropped before it finished (the runtime closed), reports cancellation.
+    struct Reporter<F: Future> {
+        #[pin]
+        future: F,
+        shared: Option<Arc<Shared<F::Output>>>,
+    }
+
+    impl<F: Future> PinnedDrop for Reporter<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(shared) = this.project().shared.take() {
+                Shared::complete(&shared, Err(PoolError::Cancelled));
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Reporter<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let future = this.future;
+        let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => Ok(out),
+            Err(p) => Err(PoolError::Panicked(panic_message(&*p))),
+        };
+        if let Some(shared) = this.shared.take() {
+            Shared::complete(&shared, result);
+        }
+        Poll::Ready(())
+    }
+}

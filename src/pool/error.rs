@@ -1,0 +1,99 @@
+//! [`PoolError`]: why a [`PoolFuture`](super::PoolFuture) has no value.
+
+use std::fmt;
+
+/// Why a [`PoolFuture`](crate::pool::PoolFuture) produced no value.
+///
+/// Mirrors the exceptions of Python's `concurrent.futures`: `CancelledError`,
+/// `TimeoutError`, the job's own exception (here a panic), `BrokenThreadPool`, and the
+/// `RuntimeError` raised by `submit` after `shutdown`.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::{PoolError, ThreadPool};
+///
+/// let pool = ThreadPool::new(1);
+/// let fut = pool.submit(|| -> u32 { panic!("boom") });
+/// let err = fut.into_result(None).unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err, PoolError::Panicked("boom".to_string()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// The job was cancelled before it started (by [`PoolFuture::cancel`](crate::pool::PoolFuture::cancel)
+    /// or by [`ThreadPool::shutdown`](crate::pool::ThreadPool::shutdown) with `cancel_futures`); it never ran.
+    Cancelled,
+    /// A blocking wait gave up before the job finished; the job keeps running.
+    Timeout,
+    /// The job panicked; carries the panic message (or `"unknown panic payload"`).
+    Panicked(String),
+    /// The pool can no longer run jobs (for example a worker initializer panicked); carries the reason.
+    Broken(String),
+    /// The job was submitted after the pool was shut down.
+    Shutdown,
+}
+
+impl PoolError {
+    /// `true` for [`PoolError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, PoolError::Cancelled)
+    }
+
+    /// `true` for [`PoolError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::Timeout)
+    }
+
+    /// `true` for [`PoolError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, PoolError::Panicked(_))
+    }
+
+    /// `true` for [`PoolError::Broken`].
+    pub fn is_broken(&self) -> bool {
+        matches!(self, PoolError::Broken(_))
+    }
+
+    /// `true` for [`PoolError::Shutdown`].
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, PoolError::Shutdown)
+    }
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Cancelled => f.write_str(
+                "the job was cancelled before it started (PoolFuture::cancel or \
+                 ThreadPool::shutdown with cancel_futures) and never ran",
+            ),
+            PoolError::Timeout => f.write_str(
+                "timed out waiting for the job; it is still running: wait again with a \
+                 longer timeout, or cancel it if it has not started",
+            ),
+            PoolError::Panicked(msg) => write!(f, "the job panicked: {msg}"),
+            PoolError::Broken(why) => write!(
+                f,
+                "the thread pool is broken and cannot run jobs ({why}); create a new ThreadPool"
+            ),
+            PoolError::Shutdown => f.write_str(
+                "cannot run a job submitted after ThreadPool::shutdown (or after the pool \
+                 was dropped); submit before shutting down or create a new ThreadPool",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// Extracts a readable message from a panic payload (`&str` or `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}

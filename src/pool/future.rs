@@ -1,0 +1,563 @@
+//! [`PoolFuture`] and the completion state it shares with the job, the pool and
+//! [`wait`](super::wait) / [`as_completed`](super::as_completed) waiters.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::error::{PoolError, panic_message};
+
+/// A done-callback registered with [`PoolFuture::add_done_callback`].
+type Callback<T> = Box<dyn FnOnce(&PoolFuture<T>) + Send + 'static>;
+
+/// Source of waker keys for cloned handles (the original handle uses key 0).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Where a job is in its life.
+enum State<T> {
+    /// Queued, not started: can still be cancelled.
+    Pending,
+    /// A worker is running the job.
+    Running,
+    /// Finished: the value, the panic, the cancellation, ...
+    Done(Result<T, PoolError>),
+    /// Finished with `Ok`, and the value was moved out (`.await` / `into_result`).
+    Taken,
+}
+
+/// How a future finished, as seen by [`wait`](super::wait) and [`as_completed`](super::as_completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Finished with a value.
+    Ok,
+    /// Finished with an error other than cancellation (panic, broken pool, ...).
+    Failed,
+    /// Cancelled before it started.
+    Cancelled,
+}
+
+/// A multi-future waiter used by `wait` and `as_completed`: futures push their index
+/// and outcome here when they complete; one thread blocks on the condvar.
+pub(crate) struct Waiter {
+    pub(crate) events: Mutex<Vec<(usize, Outcome)>>,
+    pub(crate) cond: Condvar,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            events: Mutex::new(Vec::new()),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn notify(&self, index: usize, outcome: Outcome) {
+        lock(&self.events).push((index, outcome));
+        self.cond.notify_one();
+    }
+}
+
+/// The mutable part of a future's shared state.
+struct Inner<T> {
+    state: State<T>,
+    /// Threads blocked on `Shared::cond` (only notify when non-zero: saves a syscall per job).
+    blocked: usize,
+    /// Async awaiters, keyed by handle so a re-poll replaces instead of accumulating.
+    wakers: Vec<(u64, Waker)>,
+    callbacks: Vec<Callback<T>>,
+    watchers: Vec<(Arc<Waiter>, usize)>,
+}
+
+/// Completion state shared by every handle to one job, the queued job itself, and waiters.
+pub(crate) struct Shared<T> {
+    inner: Mutex<Inner<T>>,
+    cond: Condvar,
+}
+
+/// Locks a mutex, ignoring poisoning: no user code ever runs while these locks are held.
+pub(crate) fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn outcome_of<T>(state: &State<T>) -> Option<Outcome> {
+    match state {
+        State::Pending | State::Running => None,
+        State::Done(Ok(_)) | State::Taken => Some(Outcome::Ok),
+        State::Done(Err(PoolError::Cancelled)) => Some(Outcome::Cancelled),
+        State::Done(Err(_)) => Some(Outcome::Failed),
+    }
+}
+
+impl<T> Shared<T> {
+    fn with_state(state: State<T>) -> Arc<Shared<T>> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                state,
+                blocked: 0,
+                wakers: Vec::new(),
+                callbacks: Vec::new(),
+                watchers: Vec::new(),
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// A fresh shared state for a queued job.
+    pub(crate) fn new_pending() -> Arc<Shared<T>> {
+        Self::with_state(State::Pending)
+    }
+
+    /// Moves `Pending` to `Running`; `false` if the job was cancelled (or otherwise
+    /// finished) and must not run.
+    pub(crate) fn try_start(&self) -> bool {
+        let mut g = lock(&self.inner);
+        if matches!(g.state, State::Pending) {
+            g.state = State::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Finishes a still-pending job with `err` (cancellation, broken pool, ...).
+    /// Returns `true` if this call finished it, or if it was already cancelled and
+    /// `err` is `Cancelled` (Python's `cancel()` returns `True` for a cancelled future).
+    pub(crate) fn fail_if_pending(this: &Arc<Self>, err: PoolError) -> bool {
+        let g = lock(&this.inner);
+        match &g.state {
+            State::Pending => {
+                Self::finish(this, g, Err(err));
+                true
+            }
+            State::Done(Err(PoolError::Cancelled)) => err.is_cancelled(),
+            _ => false,
+        }
+    }
+
+    /// Stores the job's result and notifies everyone waiting for it.
+    pub(crate) fn complete(this: &Arc<Self>, result: Result<T, PoolError>) {
+        let g = lock(&this.inner);
+        Self::finish(this, g, result);
+    }
+
+    /// Sets `Done(result)` under the held lock, then (unlocked) wakes blocked threads,
+    /// async awaiters and `wait` waiters, and runs the done-callbacks in order.
+    fn finish(this: &Arc<Self>, mut g: MutexGuard<'_, Inner<T>>, result: Result<T, PoolError>) {
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(PoolError::Cancelled) => Outcome::Cancelled,
+            Err(_) => Outcome::Failed,
+        };
+        g.state = State::Done(result);
+        let notify_blocked = g.blocked > 0;
+        let wakers = std::mem::take(&mut g.wakers);
+        let callbacks = std::mem::take(&mut g.callbacks);
+        let watchers = std::mem::take(&mut g.watchers);
+        drop(g);
+        if notify_blocked {
+            this.cond.notify_all();
+        }
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+        for (waiter, index) in watchers {
+            waiter.notify(index, outcome);
+        }
+        if !callbacks.is_empty() {
+            let handle = PoolFuture {
+                shared: Arc::clone(this),
+                key: 0,
+                registered: false,
+            };
+            for cb in callbacks {
+                run_callback(cb, &handle);
+            }
+        }
+    }
+
+    /// Registers a `wait`/`as_completed` waiter, or returns the outcome if already done.
+    pub(crate) fn watch(&self, waiter: &Arc<Waiter>, index: usize) -> Option<Outcome> {
+        let mut g = lock(&self.inner);
+        let outcome = outcome_of(&g.state);
+        if outcome.is_none() {
+            g.watchers.push((Arc::clone(waiter), index));
+        }
+        outcome
+    }
+
+    /// Removes a waiter registered by [`watch`](Self::watch) (no-op if already notified).
+    pub(crate) fn unwatch(&self, waiter: &Arc<Waiter>) {
+        let mut g = lock(&self.inner);
+        g.watchers.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+    }
+
+    /// Blocks until the job is done, or `Err(Timeout)` once `timeout` has passed.
+    fn wait_done(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_, Inner<T>>, PoolError> {
+        let mut g = lock(&self.inner);
+        if outcome_of(&g.state).is_some() {
+            return Ok(g);
+        }
+        // `None` (or a timeout too large to represent) waits forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        g.blocked += 1;
+        let result = loop {
+            if outcome_of(&g.state).is_some() {
+                break Ok(());
+            }
+            match deadline {
+                None => g = self.cond.wait(g).unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break Err(PoolError::Timeout);
+                    }
+                    g = self
+                        .cond
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        };
+        g.blocked -= 1;
+        result.map(|()| g)
+    }
+}
+
+/// Runs one done-callback, catching (and reporting on stderr) a panic so that a
+/// failing callback neither kills the worker nor skips the other callbacks.
+fn run_callback<T>(cb: Callback<T>, handle: &PoolFuture<T>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(handle))) {
+        eprintln!(
+            "ringloop: a PoolFuture done-callback panicked (ignored): {}",
+            panic_message(&*payload)
+        );
+    }
+}
+
+const TAKEN_MSG: &str = "PoolFuture: the value was already moved out by `.await` or \
+    `into_result()` (on this handle or a clone); use `result()` (T: Clone) or a done-callback \
+    to observe one result from several handles";
+
+/// The eventual result of a job submitted to a [`ThreadPool`](crate::pool::ThreadPool),
+/// like Python's `concurrent.futures.Future`.
+///
+/// * Blocking: [`result`](Self::result) (clones the value), [`into_result`](Self::into_result)
+///   (moves it), [`exception`](Self::exception), each with an optional timeout.
+/// * Async: `PoolFuture<T>` is a [`Future`] with `Output = Result<T, PoolError>`, awaitable
+///   from **any** executor (tokio, `futures::executor`, ringloop): the worker that finishes
+///   the job wakes the stored [`Waker`]. Awaiting moves the value out.
+/// * [`cancel`](Self::cancel) succeeds only before the job started; such a job never runs.
+/// * [`add_done_callback`](Self::add_done_callback) runs a closure exactly once on completion.
+///
+/// Dropping a `PoolFuture` does **not** cancel the job (as in `concurrent.futures`).
+///
+/// `PoolFuture` is [`Clone`]: clones are handles to the same job (cheap, an `Arc`), so
+/// several threads or tasks can wait on it. Moving the value out (`.await`,
+/// [`into_result`](Self::into_result)) is one-shot across all clones: afterwards,
+/// awaiting, `into_result` or `result` on any clone **panics** with a message saying so
+/// (errors are never moved, so a failed future can be awaited any number of times).
+/// It is `Send + Sync` when `T: Send`.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::ThreadPool;
+/// use std::time::Duration;
+///
+/// let pool = ThreadPool::new(2);
+/// let fut = pool.submit(|| 6 * 7);
+/// assert_eq!(fut.result(Some(Duration::from_secs(5))), Ok(42));
+/// assert!(fut.done());
+/// // Awaitable from any executor:
+/// let again = pool.submit(|| "hi");
+/// assert_eq!(futures::executor::block_on(again), Ok("hi"));
+/// ```
+pub struct PoolFuture<T> {
+    shared: Arc<Shared<T>>,
+    /// Identifies this handle's waker slot.
+    key: u64,
+    /// Whether this handle may have a waker registered (cleaned up on drop).
+    registered: bool,
+}
+
+impl<T> PoolFuture<T> {
+    pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Self {
+        PoolFuture {
+            shared,
+            key: 0,
+            registered: false,
+        }
+    }
+
+    /// A future that has already failed with `err` (submit after shutdown, broken pool).
+    pub(crate) fn failed(err: PoolError) -> Self {
+        Self::from_shared(Shared::with_state(State::Done(Err(err))))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<T>> {
+        &self.shared
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for the job and returns a clone of its
+    /// value, or its error. [`PoolError::Timeout`] if it is not done in time (the job
+    /// keeps running; you can wait again).
+    ///
+    /// # Panics
+    ///
+    /// If the value was already moved out by `.await` or [`into_result`](Self::into_result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::{PoolError, ThreadPool};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// let slow = pool.submit(|| { std::thread::sleep(Duration::from_millis(200)); 1 });
+    /// assert_eq!(slow.result(Some(Duration::from_millis(1))), Err(PoolError::Timeout));
+    /// assert_eq!(slow.result(None), Ok(1));
+    /// ```
+    pub fn result(&self, timeout: Option<Duration>) -> Result<T, PoolError>
+    where
+        T: Clone,
+    {
+        let g = self.shared.wait_done(timeout)?;
+        match &g.state {
+            State::Done(r) => r.clone(),
+            State::Taken => panic!("{TAKEN_MSG}"),
+            State::Pending | State::Running => unreachable!("wait_done returned early"),
+        }
+    }
+
+    /// Like [`result`](Self::result) but moves the value out (no `Clone` needed).
+    ///
+    /// On [`PoolError::Timeout`] this handle is consumed; the job keeps running and its
+    /// value stays reachable through clones of this future (if any). Use
+    /// [`result`](Self::result) or [`pool::wait`](crate::pool::wait) to wait without
+    /// giving the handle up.
+    ///
+    /// # Panics
+    ///
+    /// If the value was already moved out by another clone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// let v = pool.submit(|| vec![1, 2, 3]).into_result(None).unwrap();
+    /// assert_eq!(v, [1, 2, 3]);
+    /// ```
+    pub fn into_result(self, timeout: Option<Duration>) -> Result<T, PoolError> {
+        let mut g = self.shared.wait_done(timeout)?;
+        take_result(&mut g.state)
+    }
+
+    /// Waits up to `timeout` for the job and returns `Ok(None)` if it succeeded,
+    /// `Ok(Some(err))` if it failed (panicked, was cancelled, pool broken, ...), or
+    /// `Err(PoolError::Timeout)` if it is not done in time. Like Python's `exception()`.
+    ///
+    /// Works after the value was moved out (returns `Ok(None)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::{PoolError, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// assert_eq!(pool.submit(|| 1).exception(None), Ok(None));
+    /// let bad = pool.submit(|| -> i32 { panic!("nope") });
+    /// assert_eq!(bad.exception(None), Ok(Some(PoolError::Panicked("nope".into()))));
+    /// ```
+    pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<PoolError>, PoolError> {
+        let g = self.shared.wait_done(timeout)?;
+        Ok(match &g.state {
+            State::Done(Err(e)) => Some(e.clone()),
+            _ => None,
+        })
+    }
+
+    /// Cancels the job if it has not started: returns `true` and the job will never run
+    /// (the future finishes with [`PoolError::Cancelled`], waking waiters and running
+    /// done-callbacks on this thread). Also `true` if it was already cancelled.
+    /// Returns `false` if the job is running or finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::ThreadPool;
+    /// use std::sync::mpsc;
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// let (tx, rx) = mpsc::channel::<()>();
+    /// let busy = pool.submit(move || rx.recv().ok()); // occupies the only worker
+    /// let queued = pool.submit(|| unreachable!("cancelled jobs never run"));
+    /// assert!(queued.cancel());
+    /// assert!(queued.cancelled());
+    /// tx.send(()).unwrap();
+    /// assert_eq!(busy.result(None), Ok(Some(())));
+    /// assert!(!busy.cancel()); // finished: too late
+    /// ```
+    pub fn cancel(&self) -> bool {
+        Shared::fail_if_pending(&self.shared, PoolError::Cancelled)
+    }
+
+    /// `true` if the job was cancelled before it started.
+    pub fn cancelled(&self) -> bool {
+        matches!(
+            lock(&self.shared.inner).state,
+            State::Done(Err(PoolError::Cancelled))
+        )
+    }
+
+    /// `true` while a worker is running the job.
+    pub fn running(&self) -> bool {
+        matches!(lock(&self.shared.inner).state, State::Running)
+    }
+
+    /// `true` once the job finished, failed or was cancelled.
+    pub fn done(&self) -> bool {
+        outcome_of(&lock(&self.shared.inner).state).is_some()
+    }
+
+    /// Calls `f` exactly once when the future is done (finished, failed or cancelled).
+    ///
+    /// If it is already done, `f` runs at once on the calling thread; otherwise it runs
+    /// on the thread that completes the future (the worker, or the thread calling
+    /// [`cancel`](Self::cancel) / [`ThreadPool::shutdown`](crate::pool::ThreadPool::shutdown)).
+    /// Callbacks run in the order they were added. A panicking callback is caught and
+    /// reported on stderr; the other callbacks still run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::ThreadPool;
+    /// use std::sync::mpsc;
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// let (tx, rx) = mpsc::channel();
+    /// let fut = pool.submit(|| 21 * 2);
+    /// fut.add_done_callback(move |f| tx.send(f.result(None)).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), Ok(42));
+    /// ```
+    pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(&PoolFuture<T>) + Send + 'static,
+    {
+        let mut g = lock(&self.shared.inner);
+        if outcome_of(&g.state).is_some() {
+            drop(g);
+            run_callback(Box::new(f), self);
+        } else {
+            g.callbacks.push(Box::new(f));
+        }
+    }
+}
+
+fn take_result<T>(state: &mut State<T>) -> Result<T, PoolError> {
+    match state {
+        State::Done(Err(e)) => Err(e.clone()),
+        State::Done(Ok(_)) => match std::mem::replace(state, State::Taken) {
+            State::Done(Ok(v)) => Ok(v),
+            _ => unreachable!(),
+        },
+        State::Taken => panic!("{TAKEN_MSG}"),
+        State::Pending | State::Running => unreachable!("take_result on an unfinished future"),
+    }
+}
+
+impl<T> Clone for PoolFuture<T> {
+    fn clone(&self) -> Self {
+        PoolFuture {
+            shared: Arc::clone(&self.shared),
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            registered: false,
+        }
+    }
+}
+
+impl<T> Drop for PoolFuture<T> {
+    fn drop(&mut self) {
+        if self.registered {
+            let key = self.key;
+            lock(&self.shared.inner).wakers.retain(|(k, _)| *k != key);
+        }
+    }
+}
+
+impl<T> PoolFuture<T> {
+    /// Ready once the job is done, without taking the result; otherwise registers `cx`'s
+    /// waker. Used by `ringloop::wait`.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut g = lock(&self.shared.inner);
+        match g.state {
+            State::Pending | State::Running => {
+                let key = self.key;
+                match g.wakers.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, w)) => w.clone_from(cx.waker()),
+                    None => g.wakers.push((key, cx.waker().clone())),
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+
+    /// True if the job finished with an error other than cancellation (a panic, a broken
+    /// or shut-down pool): what `ReturnWhen::FirstException` waits for.
+    pub(crate) fn is_failed(&self) -> bool {
+        matches!(
+            lock(&self.shared.inner).state,
+            State::Done(Err(ref e)) if !e.is_cancelled()
+        )
+    }
+}
+
+/// Awaiting yields the job's result, moving the value out.
+///
+/// # Panics
+///
+/// Polling after the value was moved out (by this handle or a clone) panics with a
+/// message saying so. An error result can be awaited repeatedly.
+impl<T> Future for PoolFuture<T> {
+    type Output = Result<T, PoolError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut g = lock(&this.shared.inner);
+        match g.state {
+            State::Pending | State::Running => {
+                let key = this.key;
+                match g.wakers.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, w)) => w.clone_from(cx.waker()),
+                    None => g.wakers.push((key, cx.waker().clone())),
+                }
+                this.registered = true;
+                Poll::Pending
+            }
+            _ => Poll::Ready(take_result(&mut g.state)),
+        }
+    }
+}
+
+impl<T> fmt::Debug for PoolFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = lock(&self.shared.inner);
+        let state = match &g.state {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Done(Ok(_)) => "finished",
+            State::Done(Err(PoolError::Cancelled)) => "cancelled",
+            State::Done(Err(_)) => "failed",
+            State::Taken => "finished (value taken)",
+        };
+        f.debug_struct("PoolFuture").field("state", &state).finish()
+    }
+}
