@@ -17,8 +17,8 @@ use futures::channel::oneshot;
 use futures::executor::{LocalPool, block_on};
 use futures::task::LocalSpawnExt;
 use ringloop::{
-    Elapsed, Promise, PromiseError, as_completed, as_completed_until, gather, gather2, gather6,
-    try_gather, try_gather2, try_gather3,
+    Promise, PromiseError, as_completed, as_completed_until, gather, gather2, gather6, try_gather,
+    try_gather2, try_gather3,
 };
 
 /// Increments its counter when dropped.
