@@ -34,9 +34,11 @@
 compile_error!("ringloop runs only on Linux (it is built on io_uring); see LINUX_ONLY.md");
 
 mod driver;
+pub mod fs;
 pub mod future;
 pub mod io;
 mod loom;
+pub mod net;
 pub mod pool;
 mod runtime;
 

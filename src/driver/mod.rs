@@ -18,7 +18,6 @@ pub(crate) mod notify;
 pub(crate) mod op;
 pub(crate) mod probe;
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -48,11 +47,16 @@ pub(crate) enum Lifecycle {
     /// Submitted; this waker wants the completion.
     Waiting(Waker),
     /// The future was dropped before the completion. The entry keeps the operation's data
-    /// (buffers, addresses) alive until the CQE arrives; then both are dropped.
-    Ignored(#[allow(dead_code)] Box<dyn Any>),
+    /// (buffers, addresses) alive inside this handler until the CQE arrives; the handler then
+    /// gets the completion and the data (to drop them, or to keep bytes a cancelled read
+    /// received anyway).
+    Ignored(OrphanHandler),
     /// The CQE arrived and waits for its future to collect it.
     Completed(Completion),
 }
+
+/// Receives the completion of an operation whose future was dropped; owns its data.
+pub(crate) type OrphanHandler = Box<dyn FnOnce(Completion)>;
 
 /// What a CQE said.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +92,8 @@ pub(crate) struct Driver {
     notify_armed: bool,
     /// Wakers collected while reaping, woken after the reap so no waker runs under our borrow.
     to_wake: Vec<Waker>,
+    /// Orphan handlers whose CQE arrived, run after the reap for the same reason.
+    orphans: Vec<(OrphanHandler, Completion)>,
 }
 
 /// Shared ownership of the loop's driver; operations keep one so they can cancel on drop.
@@ -123,6 +129,7 @@ impl Driver {
             notify_buf: Box::new(0),
             notify_armed: false,
             to_wake: Vec::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -197,9 +204,15 @@ impl Driver {
         Ok(())
     }
 
-    /// Moves the wakers collected by the last reaps into `out`.
-    pub(crate) fn take_wakers(&mut self, out: &mut Vec<Waker>) {
-        out.append(&mut self.to_wake);
+    /// Moves what the last reaps collected into `wakers` and `orphans`: the caller wakes and
+    /// runs them once the driver is no longer borrowed.
+    pub(crate) fn take_ready(
+        &mut self,
+        wakers: &mut Vec<Waker>,
+        orphans: &mut Vec<(OrphanHandler, Completion)>,
+    ) {
+        wakers.append(&mut self.to_wake);
+        orphans.append(&mut self.orphans);
     }
 
     /// Waits in `io_uring_enter` until a CQE arrives, `timeout` passes, or another thread
@@ -263,6 +276,7 @@ impl Driver {
                     key => complete(
                         &mut self.ops,
                         &mut self.to_wake,
+                        &mut self.orphans,
                         key as usize,
                         Completion {
                             result: cqe.result(),
@@ -276,14 +290,23 @@ impl Driver {
 
     /// Called by a dropped [`Op`] whose CQE has not arrived: the entry takes the data and the
     /// kernel is asked to cancel.
-    pub(crate) fn abandon(&mut self, key: usize, data: Box<dyn Any>) {
+    /// Returns the handler if the CQE had already arrived (the caller then runs it with the
+    /// completion, outside the driver's borrow).
+    pub(crate) fn abandon(
+        &mut self,
+        key: usize,
+        handler: OrphanHandler,
+    ) -> Option<(OrphanHandler, Completion)> {
         match self.ops.get_mut(key) {
-            Some(Lifecycle::Completed(_)) => {
+            Some(Lifecycle::Completed(c)) => {
+                let c = *c;
                 self.ops.remove(key);
+                Some((handler, c))
             }
             Some(entry) => {
-                *entry = Lifecycle::Ignored(data);
+                *entry = Lifecycle::Ignored(handler);
                 self.cancel(key);
+                None
             }
             None => unreachable!("ringloop: abandoning operation {key}, which is not in flight"),
         }
@@ -341,17 +364,24 @@ impl Driver {
 }
 
 /// Records the CQE of operation `key`.
-fn complete(ops: &mut Slab<Lifecycle>, to_wake: &mut Vec<Waker>, key: usize, c: Completion) {
+fn complete(
+    ops: &mut Slab<Lifecycle>,
+    to_wake: &mut Vec<Waker>,
+    orphans: &mut Vec<(OrphanHandler, Completion)>,
+    key: usize,
+    c: Completion,
+) {
     let Some(entry) = ops.get_mut(key) else {
         unreachable!("ringloop: a CQE arrived for user_data {key}, which is not in flight");
     };
     match std::mem::replace(entry, Lifecycle::Completed(c)) {
         Lifecycle::Submitted => {}
         Lifecycle::Waiting(waker) => to_wake.push(waker),
-        Lifecycle::Ignored(data) => {
-            // Nobody wants the result; the kernel is done with the data, so free both.
+        Lifecycle::Ignored(handler) => {
+            // The future is gone; the kernel is done with the data: hand both to the handler
+            // (which drops the data, or keeps bytes a cancelled read received anyway).
             ops.remove(key);
-            drop(data);
+            orphans.push((handler, c));
         }
         Lifecycle::Completed(_) => {
             unreachable!("ringloop: a second CQE for single-shot operation {key}")
@@ -377,6 +407,9 @@ impl Drop for Driver {
         loop {
             self.reap();
             self.to_wake.clear();
+            for (handler, c) in std::mem::take(&mut self.orphans) {
+                handler(c);
+            }
             let pending = self
                 .ops
                 .iter()

@@ -21,6 +21,9 @@ pub(crate) struct Op<T: 'static> {
     driver: DriverRef,
     key: usize,
     data: Option<T>,
+    /// What to do with the completion and the data if the future is dropped first; by default
+    /// they are dropped.
+    on_orphan: Option<Box<dyn FnOnce(Completion, T)>>,
 }
 
 impl<T: 'static> Op<T> {
@@ -40,7 +43,18 @@ impl<T: 'static> Op<T> {
             driver,
             key,
             data: Some(data),
+            on_orphan: None,
         })
+    }
+
+    /// Sets what happens to the completion and the data if this future is dropped before the
+    /// CQE arrives: `f` runs on the loop thread when it comes (or at once, if it already came).
+    /// A stream read uses this to keep bytes that a cancelled receive got anyway. `f` must not
+    /// start operations of its own.
+    #[allow(dead_code)] // The stream reads of net/ will use it.
+    pub(crate) fn on_orphan(mut self, f: impl FnOnce(Completion, T) + 'static) -> Op<T> {
+        self.on_orphan = Some(Box::new(f));
+        self
     }
 }
 
@@ -63,8 +77,16 @@ impl<T: 'static> Future for Op<T> {
 
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
-        if let Some(data) = self.data.take() {
-            self.driver.borrow_mut().abandon(self.key, Box::new(data));
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let handler: super::OrphanHandler = match self.on_orphan.take() {
+            Some(f) => Box::new(move |c| f(c, data)),
+            None => Box::new(move |_| drop(data)),
+        };
+        let ready = self.driver.borrow_mut().abandon(self.key, handler);
+        if let Some((handler, completion)) = ready {
+            handler(completion);
         }
     }
 }

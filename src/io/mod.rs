@@ -1,4 +1,9 @@
-//! Operations on the ring that belong to no file or socket.
+//! Owned-buffer I/O: the buffer traits, and operations on the ring that belong to no file or
+//! socket.
+
+mod buf;
+
+pub use buf::{BufResult, IoBuf, IoBufMut, Slice};
 
 use std::io;
 

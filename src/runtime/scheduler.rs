@@ -281,7 +281,13 @@ impl Local {
 
     fn wake_io(&self) {
         let mut wakers = self.wakers.take();
-        self.driver.borrow_mut().take_wakers(&mut wakers);
+        let mut orphans = Vec::new();
+        self.driver
+            .borrow_mut()
+            .take_ready(&mut wakers, &mut orphans);
+        for (handler, completion) in orphans {
+            handler(completion);
+        }
         for w in wakers.drain(..) {
             w.wake();
         }
@@ -374,9 +380,8 @@ impl Local {
         self.driver
             .borrow_mut()
             .drain_abandoned(Duration::from_secs(2));
-        let mut wakers = Vec::new();
-        self.driver.borrow_mut().take_wakers(&mut wakers);
-        drop(wakers);
+        // Run the orphan handlers of what was reaped; the wakes go to closed queues.
+        self.wake_io();
     }
 }
 

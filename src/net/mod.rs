@@ -1,0 +1,1 @@
+//! Sockets through the ring: TCP, UDP and Unix domain sockets.
