@@ -1,0 +1,2 @@
+//! File I/O benchmarks against tokio (see the file docs once written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Network benchmarks against tokio (see the file docs once written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! File opcodes: the SQEs of fs/.

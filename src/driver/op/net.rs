@@ -1,0 +1,1 @@
+//! Socket opcodes: the SQEs of net/.
