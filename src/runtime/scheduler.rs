@@ -38,7 +38,12 @@ pub(crate) struct Local {
     pub(crate) driver: DriverRef,
     /// Identity of this loop for `TimerHandle`s (which must not keep the loop alive).
     pub(crate) marker: Rc<LocalMarker>,
+    /// Tasks woken since they last ran, in wake order.
     run_queue: RefCell<VecDeque<RawTask>>,
+    /// Tasks spawned and not yet polled, in spawn order. Kept apart from `run_queue` so a
+    /// burst of spawns cannot delay woken tasks (a timer that fired, an I/O completion) by
+    /// more than one pass: each pass serves both queues.
+    spawn_queue: RefCell<VecDeque<RawTask>>,
     /// Every task that has not finished, keyed by `Header::registry_key`.
     registry: RefCell<Slab<RawTask>>,
     pub(crate) timers: RefCell<Timers>,
@@ -92,6 +97,7 @@ impl Local {
             driver: Rc::new(RefCell::new(driver)),
             marker: Rc::new(LocalMarker),
             run_queue: RefCell::new(VecDeque::with_capacity(256)),
+            spawn_queue: RefCell::new(VecDeque::with_capacity(256)),
             registry: RefCell::new(Slab::new()),
             timers: RefCell::new(Timers::new()),
             soon: RefCell::new(VecDeque::new()),
@@ -130,8 +136,9 @@ impl Local {
             )
         };
         let key = self.registry.borrow_mut().insert(in_registry);
+        let key = u32::try_from(key).expect("ringloop: more than 4 billion live tasks");
         handle.header().registry_key.set(key);
-        self.run_queue.borrow_mut().push_back(in_queue);
+        self.spawn_queue.borrow_mut().push_back(in_queue);
         // SAFETY: the cell was allocated for F, whose output type is F::Output.
         unsafe { Task::from_raw(handle) }
     }
@@ -198,7 +205,7 @@ impl Local {
         let in_registry = self
             .registry
             .borrow_mut()
-            .try_remove(header.registry_key.get());
+            .try_remove(header.registry_key.get() as usize);
         if let Some(waker) = header.join_waker.take() {
             waker.wake();
         }
@@ -226,19 +233,22 @@ impl Local {
     /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
     /// the loop must not park). Returns after at most one park.
     pub(crate) fn tick(&self, main_ready: &dyn Fn() -> bool) {
-        // 1. Ready tasks, at most BUDGET. When the block_on future is already woken, only the
-        //    tasks queued before this pass run, so that it gets its turn in FIFO order (as the
-        //    main task of asyncio.run would) instead of after tasks that re-queue themselves.
-        let limit = if main_ready() {
-            self.run_queue.borrow().len().min(BUDGET)
-        } else {
-            BUDGET
-        };
-        for _ in 0..limit {
-            let Some(task) = self.run_queue.borrow_mut().pop_front() else {
-                break;
+        // 1. Ready tasks: at most BUDGET woken ones, then at most BUDGET new ones. When the
+        //    block_on future is already woken, only the tasks queued before this pass run, so
+        //    that it gets its turn in FIFO order (as the main task of asyncio.run would)
+        //    instead of after tasks that re-queue themselves.
+        for queue in [&self.run_queue, &self.spawn_queue] {
+            let limit = if main_ready() {
+                queue.borrow().len().min(BUDGET)
+            } else {
+                BUDGET
             };
-            self.run_task(task);
+            for _ in 0..limit {
+                let Some(task) = queue.borrow_mut().pop_front() else {
+                    break;
+                };
+                self.run_task(task);
+            }
         }
         // 2. call_soon callbacks queued before this point (those they queue run next tick).
         self.run_soon_callbacks();
@@ -250,6 +260,7 @@ impl Local {
         let now_if_timers = self.fire_timers();
         // 5. I/O: submit and reap; park if there is nothing else to do.
         let idle = self.run_queue.borrow().is_empty()
+            && self.spawn_queue.borrow().is_empty()
             && self.soon.borrow().is_empty()
             && !main_ready()
             && !self
@@ -372,6 +383,8 @@ impl Local {
         let queued = self.shared.close();
         drop(queued);
         let queue = std::mem::take(&mut *self.run_queue.borrow_mut());
+        drop(queue);
+        let queue = std::mem::take(&mut *self.spawn_queue.borrow_mut());
         drop(queue);
         self.soon.borrow_mut().clear();
         let mut actions = Vec::new();

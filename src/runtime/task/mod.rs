@@ -268,7 +268,8 @@ impl<T> Task<T> {
         }
         let raw = self.raw();
         // SAFETY: this task's output type is T; the clone ends before the stage can change.
-        unsafe { raw.output_ref::<T>() }.cloned()
+        let out = unsafe { raw.output_ref::<T>() };
+        out.map(|r| r.as_ref().map(T::clone).map_err(|e| (**e).clone()))
     }
 
     /// A type-erased, clonable reference to this task.
@@ -302,7 +303,8 @@ impl<T> Task<T> {
         }
         let raw = self.raw();
         // SAFETY: this task's output type is T; the reference ends in this statement.
-        unsafe { raw.output_ref::<T>() }.is_some_and(|r| matches!(r, Err(JoinError::Panicked(_))))
+        let out = unsafe { raw.output_ref::<T>() };
+        out.is_some_and(|r| matches!(r.as_ref().map_err(|e| &**e), Err(JoinError::Panicked(_))))
     }
 
     /// Polls for the output without consuming the handle; used by `Join` and `Shielded`.

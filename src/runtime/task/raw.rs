@@ -60,12 +60,12 @@ pub(crate) struct Header {
     pub(crate) scheduled: AtomicBool,
     /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`; loop thread only.
     pub(crate) flags: Cell<u8>,
+    /// Key of this task in the loop's registry of live tasks.
+    pub(crate) registry_key: Cell<u32>,
     pub(crate) vtable: &'static Vtable,
     /// The loop that owns the task: wakes from other threads go to its inject queue.
     pub(crate) owner: Arc<Shared>,
     pub(crate) id: u64,
-    /// Key of this task in the loop's registry of live tasks.
-    pub(crate) registry_key: Cell<usize>,
     pub(crate) location: &'static Location<'static>,
     /// The waker of whoever awaits the task.
     pub(crate) join_waker: Cell<Option<Waker>>,
@@ -102,17 +102,22 @@ pub(crate) struct Vtable {
     cancel: unsafe fn(NonNull<Header>),
     /// Drops the output, if any.
     drop_output: unsafe fn(NonNull<Header>),
-    /// Moves the output into `*mut Option<Result<T, JoinError>>`.
+    /// Moves the output into `*mut Option<Output<T>>`.
     take_output: unsafe fn(NonNull<Header>, *mut ()),
-    /// Points at the stored `Result<T, JoinError>`, or is null.
+    /// Points at the stored `Output<T>`, or is null.
     output_ref: unsafe fn(NonNull<Header>) -> *const (),
     /// Frees the cell.
     dealloc: unsafe fn(NonNull<Header>),
 }
 
+/// A finished task's output as stored in the cell. The error is boxed so that a cell costs
+/// no more than its future or its value: `JoinError` carries a `String`, and tasks that
+/// return small values are the common case.
+pub(crate) type Output<T> = Result<T, Box<JoinError>>;
+
 enum Stage<F: Future> {
     Running(F),
-    Finished(Result<F::Output, JoinError>),
+    Finished(Output<F::Output>),
     Consumed,
 }
 
@@ -141,10 +146,10 @@ where
             refs: AtomicUsize::new(refs),
             scheduled: AtomicBool::new(true),
             flags: Cell::new(0),
+            registry_key: Cell::new(u32::MAX),
             vtable: &VtableFor::<F>::VTABLE,
             owner,
             id,
-            registry_key: Cell::new(usize::MAX),
             location,
             join_waker: Cell::new(None),
             extra: Cell::new(None),
@@ -219,12 +224,14 @@ unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
         // asyncio: a task cancelled right before its coroutine returns ends cancelled.
         Ok(Poll::Ready(value)) if header.has(CANCEL_REQUESTED) => {
             drop_quietly(value);
-            Err(JoinError::Cancelled)
+            Err(Box::new(JoinError::Cancelled))
         }
         Ok(Poll::Ready(value)) => Ok(value),
-        Err(payload) => Err(JoinError::Panicked(super::panic_message(&*payload))),
+        Err(payload) => Err(Box::new(JoinError::Panicked(super::panic_message(
+            &*payload,
+        )))),
     };
-    if matches!(output, Err(JoinError::Cancelled)) {
+    if matches!(output.as_ref().map_err(|e| &**e), Err(JoinError::Cancelled)) {
         header.set(CANCELLED);
     }
     // SAFETY: caller's contract; the poll is over.
@@ -244,7 +251,7 @@ unsafe fn cancel<F: Future + 'static>(ptr: NonNull<Header>) {
     let header = unsafe { ptr.as_ref() };
     header.set(CANCELLED);
     // SAFETY: caller's contract.
-    unsafe { replace_stage::<F>(ptr, Stage::Finished(Err(JoinError::Cancelled))) };
+    unsafe { replace_stage::<F>(ptr, Stage::Finished(Err(Box::new(JoinError::Cancelled)))) };
 }
 
 /// # Safety
@@ -260,7 +267,7 @@ unsafe fn drop_output<F: Future + 'static>(ptr: NonNull<Header>) {
 
 /// # Safety
 ///
-/// As for [`poll`]; `dst` points to a valid `Option<Result<F::Output, JoinError>>`.
+/// As for [`poll`]; `dst` points to a valid `Option<Output<F::Output>>`.
 unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
     // SAFETY: caller's contract.
     let stage = unsafe { &mut *stage::<F>(ptr) };
@@ -269,7 +276,7 @@ unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
             unreachable!("ringloop: stage checked just above")
         };
         // SAFETY: caller's contract on `dst`.
-        unsafe { *dst.cast::<Option<Result<F::Output, JoinError>>>() = Some(out) };
+        unsafe { *dst.cast::<Option<Output<F::Output>>>() = Some(out) };
     }
 }
 
@@ -279,7 +286,7 @@ unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
 unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
     // SAFETY: caller's contract.
     match unsafe { &*stage::<F>(ptr) } {
-        Stage::Finished(out) => (out as *const Result<F::Output, JoinError>).cast(),
+        Stage::Finished(out) => (out as *const Output<F::Output>).cast(),
         _ => std::ptr::null(),
     }
 }
@@ -373,20 +380,20 @@ impl RawTask {
     ///
     /// `T` is the task's output type.
     pub(crate) unsafe fn take_output<T>(&self) -> Option<Result<T, JoinError>> {
-        let mut out: Option<Result<T, JoinError>> = None;
+        let mut out: Option<Output<T>> = None;
         // SAFETY: as for `poll`; `out` has the type the vtable writes (caller's contract).
         unsafe { (self.header().vtable.take_output)(self.ptr, (&raw mut out).cast()) };
-        out
+        out.map(|r| r.map_err(|e| *e))
     }
 
     /// # Safety
     ///
     /// `T` is the task's output type; the reference is used before the stage changes.
-    pub(crate) unsafe fn output_ref<T>(&self) -> Option<&Result<T, JoinError>> {
+    pub(crate) unsafe fn output_ref<T>(&self) -> Option<&Output<T>> {
         // SAFETY: as for `poll`; the type is the caller's contract.
         let p = unsafe { (self.header().vtable.output_ref)(self.ptr) };
-        // SAFETY: non-null means it points at the stored output of type Result<T, JoinError>.
-        (!p.is_null()).then(|| unsafe { &*p.cast::<Result<T, JoinError>>() })
+        // SAFETY: non-null means it points at the stored output of type Output<T>.
+        (!p.is_null()).then(|| unsafe { &*p.cast::<Output<T>>() })
     }
 
     /// Asks the loop to poll the task (again): from any thread.
@@ -495,4 +502,21 @@ unsafe fn waker_drop(data: *const ()) {
     let ptr = NonNull::new(data.cast_mut().cast::<Header>()).expect("task waker data is null");
     // SAFETY: an owned waker holds one counted reference, given up here.
     unsafe { dec_ref(ptr) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header is the per-task cost beyond the future: keep it from growing unnoticed.
+    #[test]
+    fn header_stays_small() {
+        assert!(
+            std::mem::size_of::<Header>() <= 72,
+            "{}",
+            std::mem::size_of::<Header>()
+        );
+        let small = std::mem::size_of::<Stage<std::future::Ready<usize>>>();
+        assert!(small <= 24, "stage of a ready usize: {small}");
+    }
 }
