@@ -269,7 +269,7 @@ impl<T> Task<T> {
         let raw = self.raw();
         // SAFETY: this task's output type is T; the clone ends before the stage can change.
         let out = unsafe { raw.output_ref::<T>() };
-        out.map(|r| r.as_ref().map(T::clone).map_err(|e| (**e).clone()))
+        out.map(|r| r.clone().map_err(|e| *e))
     }
 
     /// A type-erased, clonable reference to this task.
