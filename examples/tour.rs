@@ -117,7 +117,53 @@ fn main() -> std::io::Result<()> {
         }
     });
 
-    println!("\n7. run_forever until stop() is called from another thread:");
+    rt.block_on(async {
+        println!("\n7. combinators: gather, wait_for, shield (see examples/combinators.rs):");
+        let squares = ringloop::gather((1..=4u64).map(|n| async move {
+            ringloop::sleep(Duration::from_millis(5 - n)).await;
+            n * n
+        }))
+        .await;
+        println!("  gather -> {squares:?} (input order, whatever the finishing order)");
+        let slow = ringloop::spawn(ringloop::sleep(Duration::from_secs(3600)));
+        let slow_ref = slow.task_ref();
+        let r = ringloop::wait_for(slow, Duration::from_millis(2)).await;
+        ringloop::yield_now().await;
+        println!(
+            "  wait_for(task, 2 ms) -> {r:?}; the task was cancelled: {}",
+            slow_ref.is_cancelled()
+        );
+
+        println!(
+            "\n8. executors: spawn_blocking on the runtime's pool, a ThreadPool, Handle::spawn:"
+        );
+        let sum = ringloop::spawn_blocking(|| (1..=1_000_000u64).sum::<u64>()).await;
+        println!("  spawn_blocking(sum 1..=1e6) -> {sum:?}");
+        let pool = ringloop::ThreadPool::builder()
+            .max_workers(2)
+            .thread_name_prefix("tour")
+            .build();
+        let job = pool.submit(|| std::thread::current().name().unwrap_or("?").to_owned());
+        println!(
+            "  ThreadPool::submit ran on thread {:?}",
+            job.await.unwrap()
+        );
+        let handle = Handle::current();
+        let from_thread = std::thread::spawn(move || {
+            // asyncio.run_coroutine_threadsafe: a plain thread hands the loop a future and
+            // blocks on the result.
+            handle.spawn(async { 6 * 7 }).result(None)
+        });
+        while !from_thread.is_finished() {
+            ringloop::sleep(Duration::from_millis(1)).await;
+        }
+        println!(
+            "  Handle::spawn from a plain thread -> {:?}",
+            from_thread.join().unwrap()
+        );
+    });
+
+    println!("\n9. run_forever until stop() is called from another thread:");
     let handle = rt.handle();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20));

@@ -29,6 +29,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 pub(crate) use notify::Notifier;
+#[allow(unused_imports)] // The handle fs/ and net/ build their operations on.
 pub(crate) use op::Op;
 pub(crate) use probe::RingConfig;
 

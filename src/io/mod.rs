@@ -7,9 +7,7 @@ pub use buf::{BufResult, IoBuf, IoBufMut, Slice};
 
 use std::io;
 
-use io_uring::opcode;
-
-use crate::driver::Op;
+use crate::driver::op;
 
 /// Submits an `IORING_OP_NOP` and waits for its completion: one round trip through the ring.
 /// Useful to measure the ring's overhead, or to yield to the loop's I/O stage.
@@ -24,8 +22,6 @@ use crate::driver::Op;
 /// ringloop::run(async { ringloop::io::nop().await.unwrap() });
 /// ```
 pub async fn nop() -> io::Result<()> {
-    // SAFETY: a NOP carries no pointer.
-    let op = unsafe { Op::submit(opcode::Nop::new().build(), ())? };
-    let (completion, ()) = op.await;
+    let (completion, ()) = op::nop()?.await;
     completion.into_io().map(drop)
 }

@@ -31,6 +31,12 @@ pub(crate) struct Op<T: 'static> {
     on_orphan: Option<Box<dyn FnOnce(Completion, T)>>,
 }
 
+/// `IORING_OP_NOP`: completes at once; one round trip through the ring.
+pub(crate) fn nop() -> io::Result<Op<()>> {
+    // SAFETY: a NOP carries no pointer.
+    unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }
+}
+
 impl<T: 'static> Op<T> {
     /// Submits `sqe` on the current thread's ring.
     ///
