@@ -143,6 +143,7 @@ impl Runtime {
         let main = Arc::new(MainWaker {
             woken: AtomicBool::new(true),
             shared: self.local.shared.clone(),
+            loop_thread: std::thread::current().id(),
         });
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
@@ -277,6 +278,8 @@ impl fmt::Debug for Runtime {
 struct MainWaker {
     woken: AtomicBool,
     shared: Arc<Shared>,
+    /// The loop's thread: a wake from it needs no unpark (the loop is running, not parked).
+    loop_thread: std::thread::ThreadId,
 }
 
 impl Wake for MainWaker {
@@ -286,7 +289,9 @@ impl Wake for MainWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        self.shared.unpark();
+        if std::thread::current().id() != self.loop_thread {
+            self.shared.unpark();
+        }
     }
 }
 
