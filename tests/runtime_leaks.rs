@@ -24,6 +24,10 @@ fn dropped_runtimes_leave_no_fd_or_thread() {
             ringloop::spawn(async { ringloop::sleep(Duration::from_secs(3600)).await });
             ringloop::spawn(async { ringloop::io::nop().await });
             ringloop::call_later(Duration::from_secs(3600), || {});
+            // Start the blocking pool: its threads must be gone after the drop too.
+            ringloop::spawn_blocking(|| std::thread::sleep(Duration::from_millis(2)))
+                .await
+                .unwrap();
             ringloop::sleep(Duration::from_millis(1)).await;
         });
         drop(rt);

@@ -93,6 +93,9 @@ pub(crate) struct PoolInner {
     work_cv: Condvar,
     /// Signalled when a worker exits.
     exit_cv: Condvar,
+    /// Join handles of the workers, so that `shutdown(wait = true)` returns only once their
+    /// threads are gone (Python joins them too).
+    handles: Mutex<Vec<thread::JoinHandle<()>>>,
     /// `queue.len()`, readable without the lock by spinning workers.
     queued: AtomicUsize,
     /// How many idle workers may spin at once before sleeping.
@@ -187,6 +190,12 @@ impl PoolInner {
         let spawned = thread::Builder::new()
             .name(format!("{}_{}", self.name_prefix, index))
             .spawn(move || inner.worker_main());
+        let spawned = spawned.map(|handle| {
+            let mut handles = lock(&self.handles);
+            // Forget workers that already exited (idle timeout), so the list stays short.
+            handles.retain(|h| !h.is_finished());
+            handles.push(handle);
+        });
         if let Err(e) = spawned {
             let mut st = lock(&self.state);
             st.threads -= 1;
@@ -309,6 +318,16 @@ impl PoolInner {
                     .exit_cv
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner);
+            }
+            drop(st);
+            let me = thread::current().id();
+            let handles = std::mem::take(&mut *lock(&self.handles));
+            for handle in handles {
+                if handle.thread().id() != me {
+                    // A worker's panic is caught per job; an exit by panic is a bug we
+                    // must not turn into a second panic during shutdown.
+                    let _ = handle.join();
+                }
             }
         }
     }
@@ -639,6 +658,7 @@ impl ThreadPoolBuilder {
             }),
             work_cv: Condvar::new(),
             exit_cv: Condvar::new(),
+            handles: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
             max_spinning: (thread::available_parallelism().map_or(1, |n| n.get()) / 2).clamp(2, 8),
             max_workers,
