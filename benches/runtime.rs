@@ -16,7 +16,7 @@
 //!
 //! - `BENCH_REPS=n`: repetitions per runtime (default 5).
 //! - `BENCH_ONLY=name[,name...]`: run only these workloads (`spawn`, `yield`, `ping-pong`,
-//!   `timers`, `memory`, `nop`).
+//!   `timers`, `memory`, `nop`, `gather`, `pool`).
 //! - `BENCH_SCALE=f`: multiply every count by `f` (e.g. `0.1` for a quick run).
 //! - `BENCH_CHILD=memory:<runtime>`: internal; the harness re-executes itself with it to
 //!   measure memory in a fresh process, and prints one number on stdout.
@@ -59,6 +59,21 @@
 //! 6. `nop` (ringloop only, informative): 1,000,000 sequential `ringloop::io::nop().await`
 //!    (one submission and one completion through the ring each), then 64 tasks sharing
 //!    1,000,000 nops concurrently (batched submissions). Metric: ns per op.
+//! 7. `gather`: 100,000 children, each yielding once (the `yield` workload's future) and
+//!    returning its index, all run concurrently and awaited, the sum checked. ringloop runs
+//!    them as plain futures in `ringloop::gather` (and, informative, `gather` over spawned
+//!    tasks); tokio spawns them in a `JoinSet` and drains it with `join_next` (the ratio's
+//!    reference), and, informative, runs them as plain futures in `futures::future::join_all`.
+//!    Measures the cost of structured fan-out: per-child bookkeeping, wake-ups and results.
+//!    Metric: ns per child.
+//! 8. `pool`: 200,000 tiny blocking jobs (each sums 0..100 through `black_box`) submitted at
+//!    once, then each awaited in order, on the default-sized pool: `ringloop::spawn_blocking`
+//!    inside `block_on` vs `tokio::task::spawn_blocking` (default blocking pool). Informative
+//!    rows: a `ringloop::ThreadPool` with default size driven from the main thread
+//!    (`submit` + blocking `result(None)`, no runtime), and CPython's
+//!    `concurrent.futures.ThreadPoolExecutor()` doing the same with `sum(range(100))`, run
+//!    once per repetition as a `python3` subprocess (shown as "-" if `python3` is missing).
+//!    Measures the submit / hand-off / completion path of the thread pools. Metric: ns per job.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -497,6 +512,183 @@ fn nop_ringloop(n: usize) -> Vec<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 7. gather
+// ---------------------------------------------------------------------------------------------
+
+/// A child of the `gather` workload: yields once, then returns its index.
+async fn gather_child(i: usize) -> usize {
+    YieldOnce::new().await;
+    i
+}
+
+fn gather_check(sum: usize, n: usize) {
+    assert_eq!(sum, n * (n - 1) / 2);
+}
+
+fn gather_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let out = ringloop::gather((0..n).map(gather_child)).await;
+        gather_check(out.into_iter().sum(), n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+/// Informative: `ringloop::gather` over spawned tasks.
+fn gather_ringloop_tasks(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let out = ringloop::gather((0..n).map(|i| ringloop::spawn(gather_child(i)))).await;
+        gather_check(out.into_iter().map(Result::unwrap).sum(), n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+fn gather_tokio_join_set(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            set.spawn(gather_child(i));
+        }
+        let mut sum = 0;
+        while let Some(r) = set.join_next().await {
+            sum += r.unwrap();
+        }
+        gather_check(sum, n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+/// Informative: `futures::future::join_all` over plain futures on tokio.
+fn gather_tokio_join_all(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let out = futures::future::join_all((0..n).map(gather_child)).await;
+        gather_check(out.into_iter().sum(), n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. pool
+// ---------------------------------------------------------------------------------------------
+
+/// One job of the `pool` workload.
+fn pool_job() -> u64 {
+    (0..100u64).map(std::hint::black_box).sum()
+}
+
+fn pool_check(sum: u64, n: usize) {
+    assert_eq!(sum, 4950 * n as u64);
+}
+
+fn pool_ringloop(n: usize) -> Vec<f64> {
+    let rt = ringloop_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let futs: Vec<ringloop::PoolFuture<u64>> =
+            (0..n).map(|_| ringloop::spawn_blocking(pool_job)).collect();
+        let mut sum = 0;
+        for f in futs {
+            sum += f.await.unwrap();
+        }
+        pool_check(sum, n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+/// Informative: a default-sized `ringloop::ThreadPool` driven from the main thread, no runtime.
+fn pool_ringloop_thread_pool(n: usize) -> Vec<f64> {
+    let start = Instant::now();
+    let pool = ringloop::ThreadPool::builder().build();
+    let futs: Vec<_> = (0..n).map(|_| pool.submit(pool_job)).collect();
+    let mut sum = 0;
+    for f in &futs {
+        sum += f.result(None).unwrap();
+    }
+    let elapsed = start.elapsed();
+    pool_check(sum, n);
+    drop(pool);
+    vec![ns_per(elapsed, n)]
+}
+
+fn pool_tokio(n: usize) -> Vec<f64> {
+    let rt = tokio_rt();
+    let elapsed = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|_| tokio::task::spawn_blocking(pool_job))
+            .collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        pool_check(sum, n);
+        start.elapsed()
+    });
+    vec![ns_per(elapsed, n)]
+}
+
+/// The `pool` workload in CPython (argv[1] = job count); prints ns per job. The clock stops
+/// before the `with` block joins the workers, as the Rust runs stop before the pool closes.
+const POOL_PYTHON: &str = r#"
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+
+def job():
+    return sum(range(100))
+
+n = int(sys.argv[1])
+start = time.perf_counter_ns()
+with ThreadPoolExecutor() as ex:
+    futs = [ex.submit(job) for _ in range(n)]
+    total = 0
+    for f in futs:
+        total += f.result()
+    elapsed = time.perf_counter_ns() - start
+assert total == 4950 * n, total
+print(elapsed / n)
+"#;
+
+/// Informative: `POOL_PYTHON` in a `python3` subprocess; NaN (shown as "-") if it cannot run.
+fn pool_python(n: usize) -> Vec<f64> {
+    let out = match Command::new("python3")
+        .arg("-c")
+        .arg(POOL_PYTHON)
+        .arg(n.to_string())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("[pool] python3 not run ({e}): its row shows \"-\"");
+            return vec![f64::NAN];
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.trim().parse() {
+        Ok(v) if out.status.success() => vec![v],
+        _ => {
+            eprintln!(
+                "[pool] python3 failed ({}): its row shows \"-\"\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            vec![f64::NAN]
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
 
@@ -519,16 +711,33 @@ struct Metric {
     goal: Goal,
 }
 
+/// Which column of its row an informative variant's value goes to.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A ringloop variant: compared with tokio's main run.
+    Ringloop,
+    /// Another contender (tokio variant, another language): compared with ringloop's main run.
+    Other,
+}
+
+/// An informative variant of a workload, run after the main ones in every repetition and shown
+/// as its own row "workload (label)".
+struct Extra {
+    label: &'static str,
+    side: Side,
+    run: RunFn,
+}
+
 /// One workload: its name, base count, metrics and one run function per runtime (each gets the
-/// scaled count and returns one value per metric). A third function adds an informative
-/// variant (shown as its own row).
+/// scaled count and returns one value per metric), plus informative variants (one row each).
+/// The goals judge the main runs only.
 struct Workload {
     name: &'static str,
     count: usize,
     metrics: &'static [Metric],
     ringloop: RunFn,
     tokio: Option<RunFn>,
-    extra: Option<(&'static str, RunFn)>,
+    extras: &'static [Extra],
 }
 
 fn workloads() -> Vec<Workload> {
@@ -542,7 +751,7 @@ fn workloads() -> Vec<Workload> {
             }],
             ringloop: spawn_ringloop,
             tokio: Some(spawn_tokio),
-            extra: None,
+            extras: &[],
         },
         Workload {
             name: "yield",
@@ -553,7 +762,7 @@ fn workloads() -> Vec<Workload> {
             }],
             ringloop: yield_ringloop,
             tokio: Some(yield_tokio),
-            extra: None,
+            extras: &[],
         },
         Workload {
             name: "ping-pong",
@@ -564,7 +773,11 @@ fn workloads() -> Vec<Workload> {
             }],
             ringloop: ping_pong_ringloop,
             tokio: Some(ping_pong_tokio),
-            extra: Some(("tokio-native", ping_pong_tokio_native)),
+            extras: &[Extra {
+                label: "tokio-native",
+                side: Side::Other,
+                run: ping_pong_tokio_native,
+            }],
         },
         Workload {
             name: "timers",
@@ -593,7 +806,7 @@ fn workloads() -> Vec<Workload> {
             ],
             ringloop: timers_ringloop,
             tokio: Some(timers_tokio),
-            extra: None,
+            extras: &[],
         },
         Workload {
             name: "memory",
@@ -604,7 +817,7 @@ fn workloads() -> Vec<Workload> {
             }],
             ringloop: memory_ringloop,
             tokio: Some(memory_tokio),
-            extra: None,
+            extras: &[],
         },
         Workload {
             name: "nop",
@@ -621,7 +834,51 @@ fn workloads() -> Vec<Workload> {
             ],
             ringloop: nop_ringloop,
             tokio: None,
-            extra: None,
+            extras: &[],
+        },
+        Workload {
+            name: "gather",
+            count: 100_000,
+            metrics: &[Metric {
+                name: "ns/child",
+                goal: Goal::RatioAtMost(0.4),
+            }],
+            ringloop: gather_ringloop,
+            tokio: Some(gather_tokio_join_set),
+            extras: &[
+                Extra {
+                    label: "tokio join_all",
+                    side: Side::Other,
+                    run: gather_tokio_join_all,
+                },
+                Extra {
+                    label: "ringloop spawned tasks",
+                    side: Side::Ringloop,
+                    run: gather_ringloop_tasks,
+                },
+            ],
+        },
+        Workload {
+            name: "pool",
+            count: 200_000,
+            metrics: &[Metric {
+                name: "ns/job",
+                goal: Goal::RatioAtMost(0.05),
+            }],
+            ringloop: pool_ringloop,
+            tokio: Some(pool_tokio),
+            extras: &[
+                Extra {
+                    label: "ringloop ThreadPool, no runtime",
+                    side: Side::Ringloop,
+                    run: pool_ringloop_thread_pool,
+                },
+                Extra {
+                    label: "python ThreadPoolExecutor",
+                    side: Side::Other,
+                    run: pool_python,
+                },
+            ],
         },
     ]
 }
@@ -636,8 +893,12 @@ fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
     )
 }
 
+/// Median of the values that are not NaN (a run that could not measure); NaN if none.
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
     if v.len() % 2 == 1 {
@@ -647,8 +908,11 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A value for the table; NaN (not measured) as "-".
 fn fmt_value(v: f64) -> String {
-    if v >= 100.0 {
+    if v.is_nan() {
+        "-".to_string()
+    } else if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
         format!("{v:.1}")
@@ -720,7 +984,7 @@ fn main() {
         let k = w.metrics.len();
         let mut ours = vec![Vec::new(); k];
         let mut theirs = vec![Vec::new(); k];
-        let mut extra = vec![Vec::new(); k];
+        let mut extra = vec![vec![Vec::new(); k]; w.extras.len()];
         for rep in 0..reps {
             for (i, v) in run_one(w, "ringloop", rep, n, w.ringloop)
                 .into_iter()
@@ -733,9 +997,9 @@ fn main() {
                     theirs[i].push(v);
                 }
             }
-            if let Some((label, f)) = w.extra {
-                for (i, v) in run_one(w, label, rep, n, f).into_iter().enumerate() {
-                    extra[i].push(v);
+            for (x, e) in w.extras.iter().enumerate() {
+                for (i, v) in run_one(w, e.label, rep, n, e.run).into_iter().enumerate() {
+                    extra[x][i].push(v);
                 }
             }
         }
@@ -762,14 +1026,23 @@ fn main() {
                 ratio.map_or("-".to_string(), |x| format!("{x:.3}")),
                 goal,
             ]);
-            if let Some((label, _)) = w.extra {
-                let e = median(&extra[i]);
+            for (x, e) in w.extras.iter().enumerate() {
+                let v = median(&extra[x][i]);
+                let (ours, theirs) = match e.side {
+                    Side::Ringloop => (v, t.unwrap_or(f64::NAN)),
+                    Side::Other => (r, v),
+                };
+                let ratio = ours / theirs;
                 rows.push([
-                    format!("{} ({label})", w.name),
+                    format!("{} ({})", w.name, e.label),
                     m.name.to_string(),
-                    fmt_value(r),
-                    fmt_value(e),
-                    format!("{:.3}", r / e),
+                    fmt_value(ours),
+                    fmt_value(theirs),
+                    if ratio.is_nan() {
+                        "-".to_string()
+                    } else {
+                        format!("{ratio:.3}")
+                    },
                     "informative".to_string(),
                 ]);
             }
