@@ -443,3 +443,113 @@ fn deny_io_uring_setup() {
         );
     }
 }
+
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime))
+}
+
+#[test]
+fn an_idle_loop_parks_instead_of_spinning() {
+    let rt = Runtime::new().unwrap();
+    let before = thread_cpu();
+    rt.block_on(ringloop::sleep(Duration::from_millis(200)));
+    let cpu = thread_cpu() - before;
+    assert!(
+        cpu < Duration::from_millis(50),
+        "an idle 200 ms sleep used {cpu:?} of CPU"
+    );
+}
+
+/// Review finding: a stop() requested during block_on (which only run_forever consumes) kept
+/// the loop from parking, so block_on spun until its future finished.
+#[test]
+fn stop_during_block_on_does_not_make_the_loop_spin() {
+    let rt = Runtime::new().unwrap();
+    let before = thread_cpu();
+    rt.block_on(async {
+        Handle::current().stop();
+        ringloop::sleep(Duration::from_millis(200)).await;
+    });
+    let cpu = thread_cpu() - before;
+    assert!(cpu < Duration::from_millis(50), "busy spin: {cpu:?} of CPU");
+    // The stop is still pending for the next run_forever, which runs one pass.
+    rt.run_forever();
+}
+
+/// Review finding: a Handle::spawn still queued when the runtime closed never resolved.
+#[test]
+fn a_handle_spawn_queued_at_close_fails_with_shutdown() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    let fut = std::thread::spawn(move || handle.spawn(async { 1 }))
+        .join()
+        .unwrap();
+    drop(rt);
+    assert_eq!(
+        fut.result(Some(Duration::from_secs(5))),
+        Err(ringloop::PoolError::Shutdown)
+    );
+}
+
+/// Review finding: closing waited for a blocking job that itself waited for the loop.
+#[test]
+fn closing_does_not_deadlock_on_a_blocking_job_waiting_for_the_loop() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::new().unwrap();
+        let job = rt.block_on(async {
+            let handle = Handle::current();
+            let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+            let job = ringloop::spawn_blocking(move || {
+                started_tx.send(()).unwrap();
+                // Meanwhile the runtime starts closing.
+                std::thread::sleep(Duration::from_millis(100));
+                handle.spawn(async { 1 }).result(None)
+            });
+            ringloop::spawn_blocking(move || started_rx.recv().unwrap())
+                .await
+                .unwrap();
+            job
+        });
+        drop(rt);
+        done_tx.send(job.result(None)).unwrap();
+    });
+    let job = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("Runtime::drop hung");
+    assert_eq!(job, Ok(Err(ringloop::PoolError::Shutdown)));
+}
+
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("waker panicked");
+    }
+}
+
+/// Review finding: a panicking waker unwound out of the loop and the other wake-ups of the
+/// same pass were lost.
+#[test]
+fn a_panicking_waker_does_not_lose_other_wakes() {
+    let rt = Runtime::new().unwrap();
+    let out = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let mut sleep = Box::pin(ringloop::sleep_until(deadline));
+        let waker = std::task::Waker::from(Arc::new(PanickingWaker));
+        let _ = sleep
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        let victim = ringloop::spawn(async move {
+            ringloop::sleep_until(deadline).await;
+            7
+        });
+        ringloop::wait_for(victim, Duration::from_secs(5)).await
+    });
+    assert_eq!(out, Ok(Ok(7)));
+}

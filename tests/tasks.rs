@@ -488,3 +488,37 @@ fn many_tasks_spawned_from_tasks() {
     });
     assert_eq!(n, (0..100u64).sum::<u64>().pow(2));
 }
+
+/// Review finding: `Task::result` cloned the output through a raw reference, and a clone that
+/// dropped the owning handle freed the output under it.
+#[test]
+fn result_survives_a_clone_that_drops_the_handle() {
+    struct Evil(Vec<u8>);
+    thread_local! {
+        static SLOT: RefCell<Option<ringloop::Task<Evil>>> = const { RefCell::new(None) };
+    }
+    impl Clone for Evil {
+        fn clone(&self) -> Self {
+            SLOT.with(|s| drop(s.borrow_mut().take()));
+            Evil(self.0.clone())
+        }
+    }
+    let intact = Rc::new(Cell::new(None));
+    ringloop::run({
+        let intact = intact.clone();
+        async move {
+            let t = ringloop::spawn(async { Evil(vec![0xAA; 1 << 20]) });
+            t.add_done_callback(move |view| {
+                let r = view.result().unwrap().unwrap();
+                intact.set(Some(r.0.len() == 1 << 20 && r.0.iter().all(|b| *b == 0xAA)));
+            });
+            SLOT.with(|s| *s.borrow_mut() = Some(t));
+            ringloop::sleep(Duration::from_millis(5)).await;
+            assert!(
+                SLOT.with(|s| s.borrow().is_none()),
+                "the clone dropped the handle"
+            );
+        }
+    });
+    assert_eq!(intact.get(), Some(true));
+}

@@ -31,30 +31,49 @@ pub(crate) fn setup(config: &RingConfig) -> io::Result<IoUring> {
             "ringloop: ring entries must be at least 1",
         ));
     }
-    let build = |cheap_taskrun: bool| {
+    // Set-up flags from newest to oldest: SINGLE_ISSUER (6.0) matches our model (only the loop
+    // thread submits); COOP_TASKRUN (5.19) avoids an inter-processor interrupt per completion,
+    // and TASKRUN_FLAG makes the kernel say, through the SQ flags, when completions wait for
+    // a syscall to be posted. A kernel that does not know a flag answers EINVAL: try the next
+    // level down.
+    let levels: [fn(&mut io_uring::Builder); 3] = [
+        |b| {
+            b.setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_single_issuer();
+        },
+        |b| {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        },
+        |_| {},
+    ];
+    let mut result = Err(io::Error::from_raw_os_error(libc::EINVAL));
+    for level in levels {
         let mut builder = IoUring::builder();
         // The completion queue is twice the submission queue; with IORING_FEAT_NODROP an
         // overflow is buffered by the kernel, never dropped.
         builder.setup_cqsize(config.entries.saturating_mul(2).max(2));
-        if cheap_taskrun {
-            // COOP_TASKRUN (5.19) avoids an inter-processor interrupt per completion;
-            // TASKRUN_FLAG makes the kernel tell us, through the SQ flags, when completions are
-            // waiting for a syscall to be posted. SINGLE_ISSUER (6.0) matches our model: only
-            // the loop thread submits.
-            builder
-                .setup_coop_taskrun()
-                .setup_taskrun_flag()
-                .setup_single_issuer();
-        }
+        level(&mut builder);
         if let Some(idle) = config.sqpoll_idle_ms {
             builder.setup_sqpoll(idle);
         }
-        builder.build(config.entries)
-    };
-    let ring = match build(true) {
+        result = builder.build(config.entries);
+        if !matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+            break;
+        }
+    }
+    let ring = match result {
         Ok(ring) => ring,
-        // An older kernel rejects the newer set-up flags with EINVAL: retry with the plain ring.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => build(false).map_err(unavailable)?,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && config.sqpoll_idle_ms.is_some() => {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "ringloop: cannot create an io_uring instance with SQPOLL ({e}): before \
+                     Linux 5.11 SQPOLL needs CAP_SYS_ADMIN, and io_uring may be disabled (see \
+                     LINUX_ONLY.md); build the runtime without Builder::sqpoll to check"
+                ),
+            ));
+        }
         Err(e) => return Err(unavailable(e)),
     };
     if !ring.params().is_feature_ext_arg() {

@@ -103,7 +103,15 @@ impl Handle {
     {
         let shared = Shared::new_pending();
         let result = PoolFuture::from_shared(shared.clone());
+        // If the loop closes with `start` still queued, the closure is dropped unrun; the guard
+        // then reports Shutdown so that nobody waits forever.
+        let guard = NotStarted(Some(shared));
         let start = move || {
+            let mut guard = guard;
+            let shared = guard
+                .0
+                .take()
+                .expect("the guard holds the state until started");
             if shared.try_start() {
                 crate::spawn(Reporter {
                     future,
@@ -117,6 +125,17 @@ impl Handle {
             return PoolFuture::failed(PoolError::Shutdown);
         }
         result
+    }
+}
+
+/// Fails a `Handle::spawn` future with `Shutdown` if its start closure is dropped unrun.
+struct NotStarted<T>(Option<Arc<Shared<T>>>);
+
+impl<T> Drop for NotStarted<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            Shared::fail_if_pending(&shared, PoolError::Shutdown);
+        }
     }
 }
 

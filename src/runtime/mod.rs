@@ -154,7 +154,7 @@ impl Runtime {
                     return out;
                 }
             }
-            self.local.tick(&main_ready);
+            self.local.tick(&main_ready, false);
         }
     }
 
@@ -174,7 +174,7 @@ impl Runtime {
         let _guard = self.enter("run_forever");
         let never = || false;
         loop {
-            self.local.tick(&never);
+            self.local.tick(&never, true);
             if self
                 .local
                 .shared

@@ -207,7 +207,7 @@ impl Local {
             .borrow_mut()
             .try_remove(header.registry_key.get() as usize);
         if let Some(waker) = header.join_waker.take() {
-            waker.wake();
+            wake_guarded(waker);
         }
         let callbacks = header
             .extra
@@ -231,8 +231,9 @@ impl Local {
     }
 
     /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
-    /// the loop must not park). Returns after at most one park.
-    pub(crate) fn tick(&self, main_ready: &dyn Fn() -> bool) {
+    /// the loop must not park); `honor_stop` whether a pending `stop()` concerns this caller
+    /// (`run_forever`), so that the pass must not park either. Returns after at most one park.
+    pub(crate) fn tick(&self, main_ready: &dyn Fn() -> bool, honor_stop: bool) {
         // 1. Ready tasks: at most BUDGET woken ones, then at most BUDGET new ones. When the
         //    block_on future is already woken, only the tasks queued before this pass run, so
         //    that it gets its turn in FIFO order (as the main task of asyncio.run would)
@@ -263,10 +264,11 @@ impl Local {
             && self.spawn_queue.borrow().is_empty()
             && self.soon.borrow().is_empty()
             && !main_ready()
-            && !self
-                .shared
-                .stop_requested
-                .load(std::sync::atomic::Ordering::Relaxed);
+            && !(honor_stop
+                && self
+                    .shared
+                    .stop_requested
+                    .load(std::sync::atomic::Ordering::Relaxed));
         let result = if idle && self.shared.prepare_park() {
             let timeout = match now_if_timers {
                 Some(_) => self.timers.borrow_mut().next_timeout(Instant::now()),
@@ -296,11 +298,15 @@ impl Local {
         self.driver
             .borrow_mut()
             .take_ready(&mut wakers, &mut orphans);
+        // User code (a waker, the drop of an orphaned operation's data) may panic: report it and
+        // go on, so that the other wake-ups collected in this pass are not lost.
         for (handler, completion) in orphans {
-            handler(completion);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || handler(completion))) {
+                report_panic("dropping a cancelled operation's data", &*p);
+            }
         }
         for w in wakers.drain(..) {
-            w.wake();
+            wake_guarded(w);
         }
         self.wakers.replace(wakers);
     }
@@ -355,8 +361,14 @@ impl Local {
         if self.closed.get() {
             return;
         }
-        // Tasks first: their futures may hold timers, I/O and other tasks. Dropping a future
-        // may spawn or wake tasks, so repeat until the registry is empty.
+        // Refuse work from other threads first, and drop what was queued (a queued
+        // `Handle::spawn` reports `Shutdown` when dropped). A blocking job that waits for the
+        // loop then fails at once instead of deadlocking the pool shutdown below.
+        let queued = self.shared.close();
+        drop(queued);
+        // Tasks: their futures may hold timers, I/O and other tasks. Dropping a future may
+        // spawn or wake tasks, and done callbacks added to finished tasks are queued with
+        // call_soon; so repeat until there is neither a live task nor a queued callback.
         loop {
             let tasks: Vec<RawTask> = self
                 .registry
@@ -364,7 +376,8 @@ impl Local {
                 .iter()
                 .map(|(_, t)| t.clone())
                 .collect();
-            if tasks.is_empty() {
+            let callbacks = !self.soon.borrow().is_empty();
+            if tasks.is_empty() && !callbacks {
                 break;
             }
             for task in tasks {
@@ -373,15 +386,13 @@ impl Local {
                     self.complete(&task);
                 }
             }
+            self.run_soon_callbacks();
         }
         self.closed.set(true);
         // The blocking pool: jobs not started are cancelled, running ones waited for.
         if let Some((pool, close)) = self.blocking_pool.take() {
             close(pool);
         }
-        // Wakes from other threads are refused from now on; drop what was queued.
-        let queued = self.shared.close();
-        drop(queued);
         let queue = std::mem::take(&mut *self.run_queue.borrow_mut());
         drop(queue);
         let queue = std::mem::take(&mut *self.spawn_queue.borrow_mut());
@@ -398,9 +409,16 @@ impl Local {
     }
 }
 
+/// Wakes `waker`, reporting a panic instead of unwinding through the loop.
+fn wake_guarded(waker: Waker) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
+        report_panic("a waker", &*p);
+    }
+}
+
 fn run_action(action: Action) {
     match action {
-        Action::Wake(Some(waker)) => waker.wake(),
+        Action::Wake(Some(waker)) => wake_guarded(waker),
         Action::Wake(None) => {}
         Action::Call(f) => {
             if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {

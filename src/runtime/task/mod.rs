@@ -27,7 +27,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use raw::{CANCEL_REQUESTED, CANCELLED, COMPLETE, DETACHED, RUNNING, RawTask};
+use raw::{CANCEL_REQUESTED, CANCELLED, COMPLETE, DETACHED, OUTPUT_BORROWED, RUNNING, RawTask};
 
 use crate::runtime::context;
 
@@ -250,11 +250,12 @@ impl<T> Task<T> {
 
     /// Removes a done callback that has not run yet; true if it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        self.header().with_extra(|e| {
-            let before = e.callbacks.len();
-            e.callbacks.retain(|(cb, _)| *cb != id.0);
-            e.callbacks.len() != before
-        })
+        let removed = self.header().with_extra(|e| {
+            let at = e.callbacks.iter().position(|(cb, _)| *cb == id.0)?;
+            Some(e.callbacks.remove(at))
+        });
+        // Dropped here, outside `with_extra`, in case the closure's drop touches this task.
+        removed.is_some()
     }
 
     /// The result, if the task is done and its output has not been taken by awaiting it:
@@ -266,10 +267,22 @@ impl<T> Task<T> {
         if !self.is_done() {
             return None;
         }
+        // `T::clone` is user code: it could drop the owning handle or take the output while
+        // we read it. OUTPUT_BORROWED makes both wait (see `Task::drop`, `poll_output`) until
+        // the guard ends the borrow, dropping the output then if the handle went away.
+        let header = self.header();
+        if header.has(OUTPUT_BORROWED) {
+            panic!("ringloop: Task::result called from inside the clone of the same task's output");
+        }
+        header.set(OUTPUT_BORROWED);
+        let guard = BorrowGuard { raw: self.raw };
         let raw = self.raw();
-        // SAFETY: this task's output type is T; the clone ends before the stage can change.
+        // SAFETY: this task's output type is T; while OUTPUT_BORROWED is set nothing drops or
+        // moves the stored output, so the reference stays valid through the clone.
         let out = unsafe { raw.output_ref::<T>() };
-        out.map(|r| r.clone().map_err(|e| *e))
+        let cloned = out.map(|r| r.clone().map_err(|e| *e));
+        drop(guard);
+        cloned
     }
 
     /// A type-erased, clonable reference to this task.
@@ -311,6 +324,10 @@ impl<T> Task<T> {
     pub(crate) fn poll_output(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
         let header = self.header();
         if header.has(COMPLETE) {
+            assert!(
+                !header.has(OUTPUT_BORROWED),
+                "ringloop: a task's output was awaited from inside Task::result's clone of it"
+            );
             // SAFETY: this task's output type is T.
             match unsafe { self.raw().take_output::<T>() } {
                 Some(out) => Poll::Ready(out),
@@ -344,12 +361,32 @@ fn cancel(raw: &RawTask) -> bool {
     true
 }
 
+/// Ends a `Task::result` borrow of the output; drops the output if the owning handle went
+/// away meanwhile.
+struct BorrowGuard {
+    raw: NonNull<raw::Header>,
+}
+
+impl Drop for BorrowGuard {
+    fn drop(&mut self) {
+        // SAFETY: the `Task` that made the guard holds a reference for the guard's lifetime.
+        let header = unsafe { self.raw.as_ref() };
+        header.clear(OUTPUT_BORROWED);
+        if header.has(DETACHED) {
+            // SAFETY: as above; the view releases no reference.
+            std::mem::ManuallyDrop::new(unsafe { RawTask::from_owned(self.raw) }).drop_output();
+        }
+    }
+}
+
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         let header = self.header();
-        if header.has(COMPLETE) {
+        if header.has(COMPLETE) && !header.has(OUTPUT_BORROWED) {
             self.raw().drop_output();
         } else {
+            // Not finished, or `result()` is cloning the output: it is dropped later (at
+            // completion, or when the clone ends).
             header.set(DETACHED);
         }
         // SAFETY: the handle owns one reference, released here.

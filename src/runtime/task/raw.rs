@@ -26,6 +26,8 @@ pub(crate) const CANCELLED: u8 = 1 << 2;
 pub(crate) const DETACHED: u8 = 1 << 3;
 /// The loop is polling the future right now.
 pub(crate) const RUNNING: u8 = 1 << 4;
+/// `Task::result` is cloning the output: it must not be dropped or moved until this clears.
+pub(crate) const OUTPUT_BORROWED: u8 = 1 << 5;
 
 /// A done callback, type-erased: it is called with the task's header.
 pub(crate) type DoneCallback = Box<dyn FnOnce(NonNull<Header>)>;
@@ -58,7 +60,8 @@ pub(crate) struct Header {
     refs: AtomicUsize,
     /// The task is in a run queue (local or inject), or about to be put in one.
     pub(crate) scheduled: AtomicBool,
-    /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`; loop thread only.
+    /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`, `OUTPUT_BORROWED`;
+    /// loop thread only.
     pub(crate) flags: Cell<u8>,
     /// Key of this task in the loop's registry of live tasks.
     pub(crate) registry_key: Cell<u32>,
