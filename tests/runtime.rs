@@ -502,7 +502,8 @@ fn closing_does_not_deadlock_on_a_blocking_job_waiting_for_the_loop() {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = Runtime::new().unwrap();
-        let job = rt.block_on(async {
+        // (Returned in a tuple: the job is a future we wait on later, not one to await here.)
+        let (job,) = rt.block_on(async {
             let handle = Handle::current();
             let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
             let job = ringloop::spawn_blocking(move || {
@@ -514,7 +515,7 @@ fn closing_does_not_deadlock_on_a_blocking_job_waiting_for_the_loop() {
             ringloop::spawn_blocking(move || started_rx.recv().unwrap())
                 .await
                 .unwrap();
-            job
+            (job,)
         });
         drop(rt);
         done_tx.send(job.result(None)).unwrap();
