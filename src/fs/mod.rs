@@ -1,1 +1,267 @@
-//! Files through the ring.
+//! Files through the ring: `File`, `OpenOptions`, `Metadata`, and whole-file and directory
+//! helpers (`read`, `write`, `remove_file`, `rename`, `create_dir`, `remove_dir`, `metadata`).
+//!
+//! Every operation here is one or a few io_uring operations (`OPENAT`, `READ`, `WRITE`,
+//! `FSYNC`, `STATX`, `CLOSE`, `UNLINKAT`, `RENAMEAT`, `MKDIRAT`) built in
+//! `driver/op/fs.rs`; none blocks the loop thread. They must run inside a ringloop runtime.
+//!
+//! Paths are passed to the kernel as C strings: a path with an interior NUL byte fails with
+//! [`io::ErrorKind::InvalidInput`]. Relative paths are relative to the process's current
+//! directory.
+
+mod file;
+mod metadata;
+mod open_options;
+
+pub use file::File;
+pub use metadata::Metadata;
+pub use open_options::OpenOptions;
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::driver::op::fs as op;
+use crate::io::IoBuf;
+
+/// `path` as the C string the kernel reads.
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ringloop: file name contained an unexpected NUL byte",
+        )
+    })
+}
+
+/// The C string of an op back as a path, for a fallback that needs it.
+fn path_of(path: CString) -> PathBuf {
+    PathBuf::from(OsString::from_vec(path.into_bytes()))
+}
+
+/// Runs the std call on the loop thread: the fallback for a kernel whose io_uring lacks the
+/// opcode (it completes the operation with `EINVAL`). Only `mkdirat` (Linux 5.15) can be
+/// missing on a kernel ringloop runs on (5.11+), and these are short metadata syscalls, so
+/// blocking the loop briefly is the simple choice; fs/ does not depend on the pool layer.
+async fn blocking(f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    f()
+}
+
+/// Reads a whole file into a `Vec<u8>`: opens it, sizes the buffer with `statx`, and reads
+/// until end of file (growing the buffer if the file grew).
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`, `PermissionDenied`, `EISDIR`, ...).
+///
+/// # Examples
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("ringloop-doc-read-{}", std::process::id()));
+/// ringloop::run(async {
+///     ringloop::fs::write(&path, b"some bytes".to_vec()).await?;
+///     assert_eq!(ringloop::fs::read(&path).await?, b"some bytes");
+///     ringloop::fs::remove_file(&path).await
+/// })
+/// .unwrap();
+/// ```
+pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let file = File::open(path).await?;
+    let hint = file.metadata().await.map_or(0, |m| m.len() as usize);
+    let mut buf = Vec::with_capacity(hint);
+    loop {
+        let len = buf.len();
+        if len == buf.capacity() {
+            // Full (the size hint was reached, or was 0): probe with a small read before
+            // growing, so that a file of exactly the hinted size is not reallocated.
+            let (res, probe) = file
+                .read_at(Vec::with_capacity(64), len as u64)
+                .await
+                .into_parts();
+            match res {
+                Ok(0) => return Ok(buf),
+                Ok(_) => {
+                    buf.reserve(buf.capacity().max(8192));
+                    buf.extend_from_slice(&probe);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let (res, slice) = file
+            .read_at(buf.slice(len..), len as u64)
+            .await
+            .into_parts();
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return Ok(buf),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes `data` as the whole contents of a file, creating it (mode `0o666` less the umask) or
+/// truncating it, then closes it through the ring.
+///
+/// `data` is any owned buffer: `Vec<u8>`, `Box<[u8]>`, `String` bytes (`s.into_bytes()`), a
+/// `&'static str`, or a `&'static [u8]` (write a byte-string literal as `&b"..."[..]`).
+///
+/// # Errors
+///
+/// The kernel's.
+///
+/// # Examples
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("ringloop-doc-write-{}", std::process::id()));
+/// ringloop::run(async {
+///     ringloop::fs::write(&path, "text").await?;
+///     ringloop::fs::write(&path, &b"bytes"[..]).await?;
+///     assert_eq!(ringloop::fs::read(&path).await?, b"bytes");
+///     ringloop::fs::remove_file(&path).await
+/// })
+/// .unwrap();
+/// ```
+pub async fn write(path: impl AsRef<Path>, data: impl IoBuf) -> io::Result<()> {
+    let file = File::create(path).await?;
+    file.write_all_at(data, 0).await.0?;
+    file.close().await
+}
+
+/// Removes a file (`unlinkat`).
+///
+/// On a kernel whose io_uring lacks `IORING_OP_UNLINKAT` (before 5.11) the removal runs as
+/// `std::fs::remove_file` on the runtime's blocking pool.
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`; `EISDIR` on a directory, ...).
+pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    unlink(path.as_ref(), false).await
+}
+
+/// Removes an empty directory (`unlinkat` with `AT_REMOVEDIR`).
+///
+/// On a kernel whose io_uring lacks `IORING_OP_UNLINKAT` (before 5.11) the removal runs as
+/// `std::fs::remove_dir` on the runtime's blocking pool.
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`, `DirectoryNotEmpty`, `NotADirectory`, ...).
+pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    unlink(path.as_ref(), true).await
+}
+
+async fn unlink(path: &Path, dir: bool) -> io::Result<()> {
+    let (completion, path) = op::unlink_at(cstring(path)?, dir)?.await;
+    match completion.into_io() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let path = path_of(path);
+            if dir {
+                blocking(move || std::fs::remove_dir(path)).await
+            } else {
+                blocking(move || std::fs::remove_file(path)).await
+            }
+        }
+        res => res.map(drop),
+    }
+}
+
+/// Renames `from` to `to` (`renameat`), replacing `to` if it exists (an empty directory
+/// included, when `from` is a directory).
+///
+/// On a kernel whose io_uring lacks `IORING_OP_RENAMEAT` (before 5.11) the rename runs as
+/// `std::fs::rename` on the runtime's blocking pool.
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`, `EXDEV` across file systems, ...).
+///
+/// # Examples
+///
+/// ```
+/// let dir = std::env::temp_dir();
+/// let (a, b) = (
+///     dir.join(format!("ringloop-doc-ren-a-{}", std::process::id())),
+///     dir.join(format!("ringloop-doc-ren-b-{}", std::process::id())),
+/// );
+/// ringloop::run(async {
+///     ringloop::fs::write(&a, "moved").await?;
+///     ringloop::fs::rename(&a, &b).await?;
+///     assert_eq!(ringloop::fs::read(&b).await?, b"moved");
+///     assert_eq!(ringloop::fs::metadata(&a).await.unwrap_err().kind(), std::io::ErrorKind::NotFound);
+///     ringloop::fs::remove_file(&b).await
+/// })
+/// .unwrap();
+/// ```
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let (from, to) = (cstring(from.as_ref())?, cstring(to.as_ref())?);
+    let (completion, (from, to)) = op::rename_at(from, to)?.await;
+    match completion.into_io() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let (from, to) = (path_of(from), path_of(to));
+            blocking(move || std::fs::rename(from, to)).await
+        }
+        res => res.map(drop),
+    }
+}
+
+/// Creates a directory (`mkdirat`, mode `0o777` less the umask). Its parent must exist.
+///
+/// On a kernel whose io_uring lacks `IORING_OP_MKDIRAT` (before 5.15) the creation runs as
+/// `std::fs::create_dir` on the runtime's blocking pool.
+///
+/// # Errors
+///
+/// The kernel's (`AlreadyExists`, `NotFound` for a missing parent, ...).
+///
+/// # Examples
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("ringloop-doc-mkdir-{}", std::process::id()));
+/// ringloop::run(async {
+///     ringloop::fs::create_dir(&dir).await?;
+///     assert!(ringloop::fs::metadata(&dir).await?.is_dir());
+///     ringloop::fs::remove_dir(&dir).await
+/// })
+/// .unwrap();
+/// ```
+pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    let (completion, path) = op::mkdir_at(cstring(path.as_ref())?, 0o777)?.await;
+    match completion.into_io() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let path = path_of(path);
+            blocking(move || std::fs::create_dir(path)).await
+        }
+        res => res.map(drop),
+    }
+}
+
+/// Metadata of the file at `path`, following symlinks (`statx`).
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`, ...).
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    statx(path.as_ref(), true).await
+}
+
+/// Metadata of the file at `path` itself, not following a final symlink (`statx` with
+/// `AT_SYMLINK_NOFOLLOW`).
+///
+/// # Errors
+///
+/// The kernel's (`NotFound`, ...).
+pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    statx(path, false).await
+}
+
+async fn statx(path: impl AsRef<Path>, follow: bool) -> io::Result<Metadata> {
+    let (completion, data) = op::statx_path(cstring(path.as_ref())?, follow)?.await;
+    completion.into_io()?;
+    Ok(Metadata::from_statx(*data.buf))
+}
