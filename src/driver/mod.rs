@@ -120,6 +120,15 @@ pub(crate) fn current() -> DriverRef {
         .expect("ringloop: I/O operations must be started from inside a ringloop runtime")
 }
 
+/// This thread's current driver, if any: unlike [`current`], never panics (outside a runtime,
+/// during thread-local destruction, or while the slot is borrowed it returns `None`).
+pub(crate) fn try_current() -> Option<DriverRef> {
+    CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|d| d.clone()))
+        .ok()
+        .flatten()
+}
+
 impl Driver {
     pub(crate) fn new(config: &RingConfig, notifier: Arc<Notifier>) -> io::Result<Driver> {
         let ring = probe::setup(config)?;
@@ -184,6 +193,36 @@ impl Driver {
                 },
             }
         }
+    }
+
+    /// Hands the SQEs queued so far to the kernel, if there are any, and returns once the kernel
+    /// has consumed them (with SQPOLL: waits, bounded, for its thread to catch up). A socket
+    /// calls this before closing its fd: a queued SQE names the fd only by number, and the
+    /// kernel resolves the number when it consumes the SQE, so closing first could let the
+    /// operation reach a file that reused the number.
+    pub(crate) fn flush_submissions(&mut self) -> io::Result<()> {
+        let queued = {
+            let mut sq = self.ring.submission();
+            sq.sync();
+            !sq.is_empty()
+        };
+        if !queued {
+            return Ok(());
+        }
+        self.submit()?;
+        if self.ring.params().is_setup_sqpoll() {
+            let deadline = Instant::now() + Duration::from_millis(100);
+            loop {
+                let mut sq = self.ring.submission();
+                sq.sync();
+                if sq.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+                drop(sq);
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
     }
 
     /// Whether anything is queued in the SQ or the kernel holds completions back until a

@@ -2,8 +2,10 @@
 //! socket.
 
 mod buf;
+mod compat;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, Slice};
+pub use compat::*;
 
 use std::io;
 

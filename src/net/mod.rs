@@ -1,1 +1,123 @@
 //! Sockets through the ring: TCP, UDP and Unix domain sockets.
+//!
+//! Sockets are created, bound and set to listen synchronously (those calls never block);
+//! connecting, accepting, reading and writing go through io_uring. Reads and writes take an
+//! owned buffer ([`IoBuf`](crate::io::IoBuf) / [`IoBufMut`](crate::io::IoBufMut)) and give it
+//! back with the result ([`BufResult`](crate::io::BufResult)), because the kernel uses the
+//! buffer until the operation completes.
+//!
+//! # Cancellation
+//!
+//! Dropping an operation's future (for instance when a [`wait_for`](crate::wait_for) expires)
+//! cancels it safely: the buffer stays alive until the kernel is done with it.
+//!
+//! - A cancelled stream **read** loses no data: if the receive completed anyway, the bytes are
+//!   kept and the next read on the stream returns them first, in order.
+//! - A cancelled **accept** that got a connection anyway keeps it for the next accept.
+//! - A cancelled **write** may or may not have sent some of its bytes; the caller cannot know
+//!   how many. Treat the stream as broken after cancelling a write (as with tokio), or do not
+//!   cancel writes.
+//! - A cancelled datagram receive (UDP, Unix datagram) that completed anyway drops its
+//!   datagram, as if the network had lost it.
+//!
+//! Sends use `MSG_NOSIGNAL`: writing to a closed peer gives an error (`BrokenPipe` or
+//! `ConnectionReset`), never `SIGPIPE`.
+
+mod addr;
+mod socket;
+mod stream;
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
+
+/// The methods that TcpStream and UnixStream share, with their docs.
+macro_rules! stream_methods {
+    ($ty:ident) => {
+        /// Reads up to `buf.bytes_total()` bytes into `buf` (from its start; a `Vec`'s length
+        /// becomes the count) and returns the count; 0 means end of stream (or an empty
+        /// buffer).
+        ///
+        /// Cancel-safe and lossless: if the future is dropped before it finishes, bytes the
+        /// kernel received for it anyway are returned by the next read, in order.
+        pub async fn read<B: $crate::io::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> $crate::io::BufResult<usize, B> {
+            self.inner.read(buf).await
+        }
+
+        /// Writes some of `buf`'s initialized bytes; returns how many were written (possibly
+        /// fewer than all).
+        ///
+        /// If the future is dropped before it finishes, the kernel may or may not have sent
+        /// some of the bytes; there is no way to know how many.
+        pub async fn write<B: $crate::io::IoBuf>(&self, buf: B) -> $crate::io::BufResult<usize, B> {
+            self.inner.write(buf).await
+        }
+
+        /// Writes all of `buf`'s initialized bytes, looping on short writes.
+        ///
+        /// On an error, or if the future is dropped, an unknown prefix of the bytes may have
+        /// been sent: treat the stream as broken.
+        pub async fn write_all<B: $crate::io::IoBuf>(
+            &self,
+            buf: B,
+        ) -> $crate::io::BufResult<(), B> {
+            self.inner.write_all(buf).await
+        }
+
+        /// Writes the buffers' initialized bytes in order in one `sendmsg` (a gathered write);
+        /// returns how many bytes were written (possibly fewer than all).
+        pub async fn writev<B: $crate::io::IoBuf>(
+            &self,
+            bufs: Vec<B>,
+        ) -> $crate::io::BufResult<usize, Vec<B>> {
+            self.inner.writev(bufs).await
+        }
+
+        /// Shuts down the read half, the write half (the peer reads end of stream), or both.
+        pub async fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+            self.inner.shutdown(how).await
+        }
+
+        /// How many cancelled reads on this stream had received data that was kept for the
+        /// following reads (a diagnostic for tests).
+        #[doc(hidden)]
+        pub fn rescued_reads(&self) -> u64 {
+            self.inner.rescued_reads()
+        }
+
+        /// An adapter implementing `futures_io::AsyncRead` and `AsyncWrite`; see
+        /// [`Compat`]($crate::io::Compat).
+        pub fn compat(self) -> $crate::io::Compat<$ty> {
+            $crate::io::Compat::new(self)
+        }
+    };
+}
+use stream_methods;
+
+/// The [`CompatStream`](crate::io::CompatStream) implementation of a stream type.
+macro_rules! compat_stream {
+    ($ty:ident) => {
+        impl $crate::io::compat_sealed::Sealed for $ty {}
+
+        impl $crate::io::CompatStream for $ty {
+            async fn compat_read(&self, buf: Vec<u8>) -> $crate::io::BufResult<usize, Vec<u8>> {
+                self.inner.read(buf).await
+            }
+
+            async fn compat_write_all(&self, buf: Vec<u8>) -> $crate::io::BufResult<(), Vec<u8>> {
+                self.inner.write_all(buf).await
+            }
+
+            async fn compat_shutdown_write(&self) -> std::io::Result<()> {
+                self.inner.shutdown(std::net::Shutdown::Write).await
+            }
+        }
+    };
+}
+use compat_stream;

@@ -1,1 +1,221 @@
 //! Socket opcodes: the SQEs of net/.
+//!
+//! Each function builds one SQE and submits it as an [`Op`] that owns everything the SQE
+//! points to, in heap memory of its own (the `Op::submit` contract): socket addresses live in a
+//! `Box<RawAddr>`, message headers and their iovecs in a `Box<Msg>`, data in the caller's
+//! owned buffer. If the ring refuses the submission, the data comes back with the error so
+//! that a buffer is never lost.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use super::Op;
+use crate::driver::current;
+use crate::io::{IoBuf, IoBufMut};
+
+/// A socket address as the kernel reads and writes it: storage for any family, and its
+/// length. Boxed by the operations that use it, so the kernel's pointer survives moves.
+#[derive(Clone, Copy)]
+pub(crate) struct RawAddr {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAddr")
+            .field("family", &self.storage.ss_family)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl RawAddr {
+    /// Zeroed storage, with `len` the size of the whole storage (ready to receive an address).
+    pub(crate) fn empty() -> RawAddr {
+        RawAddr {
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            storage: unsafe { std::mem::zeroed() },
+            len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+}
+
+/// A `msghdr` with the iovecs and the address it points to, for SENDMSG / RECVMSG. Always
+/// boxed: `hdr` points into the box (`addr`) and into `iovs`' heap buffer.
+pub(crate) struct Msg {
+    hdr: libc::msghdr,
+    pub(crate) addr: RawAddr,
+    iovs: Vec<libc::iovec>,
+}
+
+impl Msg {
+    /// Builds the boxed header; `iovs` point into buffers owned next to the box by the op.
+    /// `addr`: the destination (send) or the storage for the source (receive); `None` leaves
+    /// `msg_name` null.
+    fn boxed(iovs: Vec<libc::iovec>, addr: Option<RawAddr>) -> Box<Msg> {
+        let has_addr = addr.is_some();
+        let mut msg = Box::new(Msg {
+            // SAFETY: msghdr is plain old data; all zeroes (null pointers, zero lengths) is a
+            // valid value.
+            hdr: unsafe { std::mem::zeroed() },
+            addr: addr.unwrap_or_else(RawAddr::empty),
+            iovs,
+        });
+        if has_addr {
+            msg.hdr.msg_name = (&raw mut msg.addr.storage).cast();
+            msg.hdr.msg_namelen = msg.addr.len;
+        }
+        msg.hdr.msg_iov = msg.iovs.as_mut_ptr();
+        msg.hdr.msg_iovlen = msg.iovs.len() as _;
+        msg
+    }
+
+    /// The length of the address the kernel wrote (after a RECVMSG).
+    pub(crate) fn name_len(&self) -> libc::socklen_t {
+        self.hdr.msg_namelen
+    }
+}
+
+/// Like `Op::submit`, but gives the data back if the ring refuses the submission.
+///
+/// # Safety
+///
+/// As `Op::submit`: every pointer in `sqe` points into heap memory owned by `data` (or into
+/// memory that outlives the operation), never into `data`'s inline bytes.
+unsafe fn submit<T: 'static>(sqe: squeue::Entry, data: T) -> Result<Op<T>, (io::Error, T)> {
+    let driver = current();
+    // SAFETY: forwarded from this function's contract; on success `data` moves into the Op and
+    // from there only into the driver's table, never freed before the CQE. On failure the
+    // SQE was not queued, so the kernel never sees the pointers.
+    let key = unsafe { driver.borrow_mut().submit_op(sqe) };
+    match key {
+        Ok(key) => Ok(Op {
+            driver,
+            key,
+            data: Some(data),
+            on_orphan: None,
+        }),
+        Err(e) => Err((e, data)),
+    }
+}
+
+/// A length for an SQE's 32-bit length field.
+fn len32(n: usize) -> u32 {
+    n.min(u32::MAX as usize) as u32
+}
+
+/// `connect(fd, addr)`.
+pub(crate) fn connect(fd: RawFd, addr: Box<RawAddr>) -> io::Result<Op<Box<RawAddr>>> {
+    let sqe =
+        opcode::Connect::new(types::Fd(fd), (&raw const addr.storage).cast(), addr.len).build();
+    // SAFETY: the SQE points into the boxed address, which the op owns.
+    unsafe { submit(sqe, addr) }.map_err(|(e, _)| e)
+}
+
+/// `accept4(fd, &addr, &len, SOCK_CLOEXEC)`: the peer's address lands in the returned box.
+pub(crate) fn accept(fd: RawFd) -> io::Result<Op<Box<RawAddr>>> {
+    let mut addr = Box::new(RawAddr::empty());
+    let sqe = opcode::Accept::new(
+        types::Fd(fd),
+        (&raw mut addr.storage).cast(),
+        &raw mut addr.len,
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build();
+    // SAFETY: both pointers point into the boxed address, which the op owns.
+    unsafe { submit(sqe, addr) }.map_err(|(e, _)| e)
+}
+
+/// `recv(fd, buf, bytes_total, 0)`.
+pub(crate) fn recv<B: IoBufMut>(fd: RawFd, mut buf: B) -> Result<Op<B>, (io::Error, B)> {
+    let sqe = opcode::Recv::new(
+        types::Fd(fd),
+        buf.stable_mut_ptr(),
+        len32(buf.bytes_total()),
+    )
+    .build();
+    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
+    // while the op owns the buffer.
+    unsafe { submit(sqe, buf) }
+}
+
+/// `send(fd, buf, bytes_init, MSG_NOSIGNAL)`: a closed peer gives EPIPE, never SIGPIPE.
+pub(crate) fn send<B: IoBuf>(fd: RawFd, buf: B) -> Result<Op<B>, (io::Error, B)> {
+    let sqe = opcode::Send::new(types::Fd(fd), buf.stable_ptr(), len32(buf.bytes_init()))
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_init bytes
+    // while the op owns the buffer.
+    unsafe { submit(sqe, buf) }
+}
+
+/// `sendmsg` of several buffers in order (a gathered write), with MSG_NOSIGNAL.
+#[allow(clippy::type_complexity)]
+pub(crate) fn sendv<B: IoBuf>(
+    fd: RawFd,
+    bufs: Vec<B>,
+) -> Result<Op<(Vec<B>, Box<Msg>)>, (io::Error, Vec<B>)> {
+    let iovs = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.stable_ptr() as *mut libc::c_void,
+            iov_len: b.bytes_init(),
+        })
+        .collect();
+    let msg = Msg::boxed(iovs, None);
+    let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const msg.hdr)
+        .flags(libc::MSG_NOSIGNAL as u32)
+        .build();
+    // SAFETY: the SQE points to the boxed header, which points to the iovecs' heap buffer
+    // (owned by the box), which point to the buffers' stable heap bytes; the op owns the
+    // buffers and the box.
+    unsafe { submit(sqe, (bufs, msg)) }.map_err(|(e, (bufs, _))| (e, bufs))
+}
+
+/// `sendmsg` of one buffer to `addr` (an unconnected datagram socket), with MSG_NOSIGNAL.
+#[allow(clippy::type_complexity)]
+pub(crate) fn send_to<B: IoBuf>(
+    fd: RawFd,
+    buf: B,
+    addr: RawAddr,
+) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
+    let iov = libc::iovec {
+        iov_base: buf.stable_ptr() as *mut libc::c_void,
+        iov_len: buf.bytes_init(),
+    };
+    let msg = Msg::boxed(vec![iov], Some(addr));
+    let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const msg.hdr)
+        .flags(libc::MSG_NOSIGNAL as u32)
+        .build();
+    // SAFETY: as in `sendv`: header, address and iovec live in the box, the bytes in the
+    // buffer; the op owns both.
+    unsafe { submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+}
+
+/// `recvmsg` into one buffer, with the sender's address: read `Msg::addr` (length
+/// `Msg::name_len`) after the completion.
+#[allow(clippy::type_complexity)]
+pub(crate) fn recv_from<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
+    let iov = libc::iovec {
+        iov_base: buf.stable_mut_ptr().cast(),
+        iov_len: buf.bytes_total(),
+    };
+    let mut msg = Msg::boxed(vec![iov], Some(RawAddr::empty()));
+    let sqe = opcode::RecvMsg::new(types::Fd(fd), &raw mut msg.hdr).build();
+    // SAFETY: the header, address storage and iovec live in the box, the bytes in the
+    // buffer's stable heap memory (bytes_total long); the op owns both.
+    unsafe { submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+}
+
+/// `shutdown(fd, how)`.
+pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<Op<()>> {
+    let sqe = opcode::Shutdown::new(types::Fd(fd), how).build();
+    // SAFETY: SHUTDOWN carries no pointer.
+    unsafe { submit(sqe, ()) }.map_err(|(e, ())| e)
+}

@@ -1,0 +1,143 @@
+//! Conversions between std's socket addresses and the kernel's `sockaddr`s.
+
+use std::cell::OnceCell;
+use std::ffi::OsStr;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::driver::op::net::RawAddr;
+
+/// An IP socket address as the kernel reads it.
+pub(crate) fn to_raw(addr: &SocketAddr) -> RawAddr {
+    let mut raw = RawAddr::empty();
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
+            unsafe {
+                (&raw mut raw.storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and aligned for it.
+            unsafe {
+                (&raw mut raw.storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            raw.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        }
+    }
+    raw
+}
+
+/// The IP socket address the kernel wrote into `raw`.
+pub(crate) fn from_raw(raw: &RawAddr) -> io::Result<SocketAddr> {
+    match raw.storage.ss_family as libc::c_int {
+        libc::AF_INET if raw.len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and the storage is large
+            // enough and aligned for one.
+            let sin = unsafe { &*(&raw const raw.storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if raw.len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &*(&raw const raw.storage).cast::<libc::sockaddr_in6>() };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        family => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ringloop: unexpected socket address family {family}"),
+        )),
+    }
+}
+
+/// Offset of `sun_path` in `sockaddr_un`.
+fn sun_path_offset() -> usize {
+    std::mem::offset_of!(libc::sockaddr_un, sun_path)
+}
+
+/// A Unix socket address for `path`; a path starting with a NUL byte names an abstract socket.
+pub(crate) fn unix_to_raw(path: &Path) -> io::Result<RawAddr> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut raw = RawAddr::empty();
+    // SAFETY: sockaddr_storage is larger than sockaddr_un and aligned for it; all zeroes
+    // (the state RawAddr::empty leaves) is a valid sockaddr_un.
+    let sun = unsafe { &mut *(&raw mut raw.storage).cast::<libc::sockaddr_un>() };
+    // Room for a terminating NUL on path names (abstract names are not terminated).
+    let room = sun.sun_path.len() - usize::from(bytes.first() != Some(&0));
+    if bytes.is_empty() || bytes.len() > room {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ringloop: a Unix socket path must be non-empty and shorter than 108 bytes",
+        ));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let terminator = usize::from(bytes[0] != 0);
+    raw.len = (sun_path_offset() + bytes.len() + terminator) as libc::socklen_t;
+    Ok(raw)
+}
+
+thread_local! {
+    /// An unnamed Unix socket address: std has no constructor for one, so one is taken from an
+    /// unbound socket once per thread.
+    static UNNAMED: OnceCell<std::os::unix::net::SocketAddr> = const { OnceCell::new() };
+}
+
+/// The Unix socket address the kernel wrote into `raw`.
+pub(crate) fn unix_from_raw(raw: &RawAddr) -> io::Result<std::os::unix::net::SocketAddr> {
+    let len = raw.len as usize;
+    if len <= sun_path_offset() {
+        return UNNAMED.with(|u| {
+            if let Some(a) = u.get() {
+                return Ok(a.clone());
+            }
+            let a = std::os::unix::net::UnixDatagram::unbound()?.local_addr()?;
+            Ok(u.get_or_init(|| a).clone())
+        });
+    }
+    // SAFETY: the storage is large enough and aligned for a sockaddr_un, any bytes are valid.
+    let sun = unsafe { &*(&raw const raw.storage).cast::<libc::sockaddr_un>() };
+    let path_len = (len - sun_path_offset()).min(sun.sun_path.len());
+    let bytes: Vec<u8> = sun.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+    if bytes[0] == 0 {
+        std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])
+    } else {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        std::os::unix::net::SocketAddr::from_pathname(Path::new(OsStr::from_bytes(&bytes[..end])))
+    }
+}

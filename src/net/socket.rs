@@ -1,0 +1,145 @@
+//! `Socket`: the owner of a socket's fd, which hands queued submissions to the kernel before it
+//! closes the fd; and `Acceptor`, accepts that keep the connection a cancelled accept got.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use crate::driver::op::net::{self as op, RawAddr};
+
+/// An open socket. Dropping it closes the fd, after handing the ring's queued SQEs to the
+/// kernel: an SQE names the fd by number until the kernel consumes it, and a number closed
+/// too early could be reused by another file by then.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    /// `Some` until `into_fd`.
+    fd: Option<OwnedFd>,
+}
+
+impl Socket {
+    /// `socket(domain, ty | SOCK_CLOEXEC, 0)`.
+    pub(crate) fn new(domain: libc::c_int, ty: libc::c_int) -> io::Result<Socket> {
+        // SAFETY: plain syscall without pointers.
+        let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this fd; nobody else owns it.
+        Ok(Socket::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
+        Socket { fd: Some(fd) }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_ref().expect("socket is open").as_raw_fd()
+    }
+
+    /// Gives the fd up (for a conversion into a std socket).
+    pub(crate) fn into_fd(mut self) -> OwnedFd {
+        flush_submissions();
+        self.fd.take().expect("socket is open")
+    }
+
+    /// Runs `f` on a std view of this socket (for the synchronous calls std already has:
+    /// addresses, options, connect of datagram sockets).
+    pub(crate) fn with_std<S: FromRawFd, R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        // SAFETY: the fd is open and owned by `self` for the duration of the call;
+        // ManuallyDrop keeps the std value from closing it.
+        let s = ManuallyDrop::new(unsafe { S::from_raw_fd(self.raw()) });
+        f(&s)
+    }
+
+    /// `listen(fd, backlog)`: also raises the backlog of a socket already listening.
+    pub(crate) fn listen(&self, backlog: libc::c_int) -> io::Result<()> {
+        // SAFETY: plain syscall without pointers.
+        if unsafe { libc::listen(self.raw(), backlog) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if self.fd.is_some() {
+            flush_submissions();
+        }
+        // `fd` closes after this.
+    }
+}
+
+/// Hands queued SQEs to the kernel if a runtime is running on this thread.
+fn flush_submissions() {
+    if let Some(driver) = crate::driver::try_current()
+        && let Ok(mut driver) = driver.try_borrow_mut()
+    {
+        let _ = driver.flush_submissions();
+    }
+}
+
+/// The accept side of a listener. A cancelled accept that got a connection anyway keeps it
+/// for the next accept instead of closing it (which would reset the client). An accept
+/// waiting in the kernel also takes such a kept connection as soon as it appears (dropping,
+/// so cancelling, its own request), so no connection waits behind a pending accept.
+#[derive(Debug, Default)]
+pub(crate) struct Acceptor {
+    state: Rc<RefCell<AcceptState>>,
+}
+
+#[derive(Debug, Default)]
+struct AcceptState {
+    /// Connections accepted for cancelled futures.
+    ready: VecDeque<(OwnedFd, Box<RawAddr>)>,
+    /// Accepts waiting in the kernel, to wake when `ready` grows.
+    waiters: Vec<Waker>,
+}
+
+impl Acceptor {
+    /// Accepts one connection: its fd (close-on-exec) and the peer's address.
+    pub(crate) async fn accept(&self, sock: &Socket) -> io::Result<(OwnedFd, Box<RawAddr>)> {
+        if let Some(ready) = self.state.borrow_mut().ready.pop_front() {
+            return Ok(ready);
+        }
+        let state = Rc::clone(&self.state);
+        let mut op = op::accept(sock.raw())?.on_orphan(move |c, addr| {
+            if c.result >= 0 {
+                // SAFETY: the kernel created this fd for the cancelled accept; nobody else
+                // owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+                let waiters = {
+                    let mut s = state.borrow_mut();
+                    s.ready.push_back((fd, addr));
+                    std::mem::take(&mut s.waiters)
+                };
+                for w in waiters {
+                    w.wake();
+                }
+            }
+        });
+        poll_fn(|cx| {
+            if let Poll::Ready((c, addr)) = Pin::new(&mut op).poll(cx) {
+                let fd = c.into_io()? as RawFd;
+                // SAFETY: as above: a fresh fd from the kernel, owned by nobody else.
+                return Poll::Ready(Ok((unsafe { OwnedFd::from_raw_fd(fd) }, addr)));
+            }
+            let mut s = self.state.borrow_mut();
+            if let Some(ready) = s.ready.pop_front() {
+                // Returning drops `op`: its accept is cancelled, or kept if it won.
+                return Poll::Ready(Ok(ready));
+            }
+            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                s.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}

@@ -1,0 +1,216 @@
+//! `Stream`: the byte-stream half shared by `TcpStream` and `UnixStream`: reads that lose no
+//! byte when they are cancelled, writes, gathered writes and shutdown.
+//!
+//! # Lossless reads
+//!
+//! A read submits a RECV. If its future is dropped before the completion (a `wait_for` that
+//! expired, a `select` that went the other way), the kernel may still complete the receive
+//! with data before the cancellation lands. The op's orphan handler then appends those bytes
+//! to `ReadState::leftover`, and the next read returns them first. An EOF or an error seen by
+//! an orphaned receive is remembered too and reported once the leftover bytes are consumed
+//! (`ECANCELED` / `EINTR` mean the cancellation won: nothing was received).
+//!
+//! At most one RECV per stream is in flight: a read waits for the previous one to finish (an
+//! orphaned one included) before it looks at `leftover` and submits, so bytes are never
+//! reordered between two receives in flight.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use super::socket::Socket;
+use crate::driver::Completion;
+use crate::driver::op::net as op;
+use crate::io::{BufResult, IoBuf, IoBufMut};
+
+/// A connected byte stream (TCP or Unix).
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) sock: Socket,
+    reads: Rc<RefCell<ReadState>>,
+}
+
+#[derive(Debug, Default)]
+struct ReadState {
+    /// Bytes received by cancelled reads, not yet returned.
+    leftover: VecDeque<u8>,
+    /// A cancelled read saw end of stream.
+    eof: bool,
+    /// A cancelled read failed with this error.
+    error: Option<io::Error>,
+    /// A RECV of this stream is in flight (its future may be gone).
+    in_flight: bool,
+    /// Reads waiting for `in_flight` to clear.
+    waiters: Vec<Waker>,
+    /// Cancelled reads whose data was kept.
+    rescued: u64,
+}
+
+impl ReadState {
+    /// The RECV in flight finished: let the next read go.
+    fn finish(state: &RefCell<ReadState>) {
+        let waiters = {
+            let mut s = state.borrow_mut();
+            s.in_flight = false;
+            std::mem::take(&mut s.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// The completion of a RECV whose read was cancelled: keep what it got.
+    fn orphaned<B: IoBuf>(state: &RefCell<ReadState>, c: Completion, buf: &B) {
+        {
+            let mut s = state.borrow_mut();
+            match c.result {
+                n if n > 0 => {
+                    // SAFETY: the kernel wrote n bytes (at most bytes_total) at the buffer's
+                    // stable address, which the buffer still owns.
+                    let got = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
+                    s.leftover.extend(got);
+                    s.rescued += 1;
+                }
+                0 => s.eof = true,
+                e if e == -libc::ECANCELED || e == -libc::EINTR => {}
+                e => s.error = Some(io::Error::from_raw_os_error(-e)),
+            }
+        }
+        ReadState::finish(state);
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(sock: Socket) -> Stream {
+        Stream {
+            sock,
+            reads: Rc::default(),
+        }
+    }
+
+    /// Waits until no RECV of this stream is in flight.
+    fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.reads.borrow_mut();
+        if !s.in_flight {
+            return Poll::Ready(());
+        }
+        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            s.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// What cancelled reads left behind: bytes first, then their EOF or error.
+    fn take_buffered<B: IoBufMut>(&self, buf: &mut B) -> Option<io::Result<usize>> {
+        let mut s = self.reads.borrow_mut();
+        if !s.leftover.is_empty() {
+            let n = s.leftover.len().min(buf.bytes_total());
+            let dst = buf.stable_mut_ptr();
+            let (a, b) = s.leftover.as_slices();
+            let from_a = a.len().min(n);
+            // SAFETY: dst is valid for bytes_total >= n bytes and does not overlap the
+            // leftover queue; we copy n bytes in total from its two halves.
+            unsafe {
+                std::ptr::copy_nonoverlapping(a.as_ptr(), dst, from_a);
+                std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(from_a), n - from_a);
+                buf.set_init(n);
+            }
+            s.leftover.drain(..n);
+            return Some(Ok(n));
+        }
+        if std::mem::take(&mut s.eof) {
+            // SAFETY: zero bytes are trivially initialized.
+            unsafe { buf.set_init(0) };
+            return Some(Ok(0));
+        }
+        s.error.take().map(Err)
+    }
+
+    pub(crate) async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+        poll_fn(|cx| self.poll_turn(cx)).await;
+        if let Some(r) = self.take_buffered(&mut buf) {
+            return BufResult(r, buf);
+        }
+        if buf.bytes_total() == 0 {
+            return BufResult(Ok(0), buf);
+        }
+        let op = match op::recv(self.sock.raw(), buf) {
+            Ok(op) => op,
+            Err((e, buf)) => return BufResult(Err(e), buf),
+        };
+        self.reads.borrow_mut().in_flight = true;
+        let state = Rc::clone(&self.reads);
+        let op = op.on_orphan(move |c, buf: B| ReadState::orphaned(&state, c, &buf));
+        let (c, mut buf) = op.await;
+        ReadState::finish(&self.reads);
+        match c.into_io() {
+            Ok(n) => {
+                // SAFETY: the kernel wrote n bytes at the start of the buffer.
+                unsafe { buf.set_init(n as usize) };
+                BufResult(Ok(n as usize), buf)
+            }
+            Err(e) => BufResult(Err(e), buf),
+        }
+    }
+
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        if buf.bytes_init() == 0 {
+            return BufResult(Ok(0), buf);
+        }
+        match op::send(self.sock.raw(), buf) {
+            Ok(op) => {
+                let (c, buf) = op.await;
+                BufResult(c.into_io().map(|n| n as usize), buf)
+            }
+            Err((e, buf)) => BufResult(Err(e), buf),
+        }
+    }
+
+    pub(crate) async fn write_all<B: IoBuf>(&self, mut buf: B) -> BufResult<(), B> {
+        let total = buf.bytes_init();
+        let mut done = 0;
+        while done < total {
+            let BufResult(r, slice) = self.write(buf.slice(done..total)).await;
+            buf = slice.into_inner();
+            match r {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "ringloop: wrote 0 bytes");
+                    return BufResult(Err(e), buf);
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return BufResult(Err(e), buf),
+            }
+        }
+        BufResult(Ok(()), buf)
+    }
+
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        match op::sendv(self.sock.raw(), bufs) {
+            Ok(op) => {
+                let (c, (bufs, _msg)) = op.await;
+                BufResult(c.into_io().map(|n| n as usize), bufs)
+            }
+            Err((e, bufs)) => BufResult(Err(e), bufs),
+        }
+    }
+
+    pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        let (c, ()) = op::shutdown(self.sock.raw(), how)?.await;
+        c.into_io().map(drop)
+    }
+
+    /// How many cancelled reads had received data that was kept for later reads.
+    pub(crate) fn rescued_reads(&self) -> u64 {
+        self.reads.borrow().rescued
+    }
+}

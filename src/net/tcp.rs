@@ -1,0 +1,290 @@
+//! TCP: `TcpListener` and `TcpStream`.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::addr::{from_raw, to_raw};
+use super::socket::{Acceptor, Socket};
+use super::stream::Stream;
+use super::{compat_stream, stream_methods};
+use crate::driver::op::net as op;
+
+/// Backlog of listening sockets.
+const BACKLOG: libc::c_int = 1024;
+
+/// A TCP socket listening for connections.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::net::{TcpListener, TcpStream};
+///
+/// ringloop::run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     let client = ringloop::spawn(async move {
+///         let stream = TcpStream::connect(addr).await.unwrap();
+///         let ringloop::io::BufResult(r, _) = stream.write_all(b"hello".to_vec()).await;
+///         r.unwrap();
+///     });
+///     let (stream, _peer) = listener.accept().await.unwrap();
+///     let ringloop::io::BufResult(n, buf) = stream.read(Vec::with_capacity(16)).await;
+///     assert_eq!(n.unwrap(), 5);
+///     assert_eq!(buf, b"hello");
+///     client.await.unwrap();
+/// });
+/// ```
+#[derive(Debug)]
+pub struct TcpListener {
+    sock: Socket,
+    acceptor: Acceptor,
+}
+
+impl TcpListener {
+    /// Creates a listening socket bound to the first of `addr`'s addresses that works, with
+    /// `SO_REUSEADDR` and a backlog of 1024. Synchronous: binding never blocks (but a host
+    /// name in `addr` is resolved with the blocking std resolver).
+    ///
+    /// # Errors
+    ///
+    /// The last address's error if none could be bound (`AddrInUse`, ...).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        // std sets SO_REUSEADDR and close-on-exec; listen again to raise the backlog.
+        let listener = TcpListener::from(std::net::TcpListener::bind(addr)?);
+        listener.sock.listen(BACKLOG)?;
+        Ok(listener)
+    }
+
+    /// Accepts a connection: the stream (close-on-exec) and the peer's address.
+    ///
+    /// Cancel-safe: if the future is dropped and the kernel accepted a connection for it
+    /// anyway, the next `accept` returns that connection.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `accept4`, e.g. `EMFILE` when the process is out of fds (the listener
+    /// keeps working once fds are freed).
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (fd, addr) = self.acceptor.accept(&self.sock).await?;
+        let stream = TcpStream::from_fd(fd);
+        Ok((stream, from_raw(&addr)?))
+    }
+
+    /// The address the listener is bound to (with the port the kernel picked for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock
+            .with_std(|l: &std::net::TcpListener| l.local_addr())
+    }
+}
+
+impl From<std::net::TcpListener> for TcpListener {
+    /// Wraps a std listener (blocking or not: the ring does not care).
+    fn from(l: std::net::TcpListener) -> TcpListener {
+        TcpListener {
+            sock: Socket::from_fd(OwnedFd::from(l)),
+            acceptor: Acceptor::default(),
+        }
+    }
+}
+
+impl From<TcpListener> for std::net::TcpListener {
+    fn from(l: TcpListener) -> std::net::TcpListener {
+        std::net::TcpListener::from(l.sock.into_fd())
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.raw()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd is open while `self` lives, which bounds the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.sock.raw()) }
+    }
+}
+
+/// A connected TCP stream.
+///
+/// Reads and writes take `&self`, so one task can read and write at once (e.g. with
+/// [`gather2`](crate::gather2)). Concurrent reads on one stream are served one after the
+/// other.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::io::BufResult;
+/// use ringloop::net::{TcpListener, TcpStream};
+///
+/// ringloop::run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     let echo = ringloop::spawn(async move {
+///         let (stream, _) = listener.accept().await.unwrap();
+///         let mut buf = Vec::with_capacity(4096);
+///         loop {
+///             let BufResult(n, b) = stream.read(buf).await;
+///             if n.unwrap() == 0 {
+///                 break;
+///             }
+///             let BufResult(r, b) = stream.write_all(b).await;
+///             r.unwrap();
+///             buf = b;
+///         }
+///     });
+///     let stream = TcpStream::connect(addr).await.unwrap();
+///     stream.set_nodelay(true).unwrap();
+///     let BufResult(r, _) = stream.write_all("ping").await;
+///     r.unwrap();
+///     let BufResult(n, buf) = stream.read(vec![0u8; 16]).await;
+///     assert_eq!(&buf[..n.unwrap()], b"ping");
+///     stream.shutdown(std::net::Shutdown::Write).await.unwrap();
+///     echo.await.unwrap();
+/// });
+/// ```
+#[derive(Debug)]
+pub struct TcpStream {
+    inner: Stream,
+}
+
+impl TcpStream {
+    fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            inner: Stream::new(Socket::from_fd(fd)),
+        }
+    }
+
+    /// Connects to `addr` (IORING_OP_CONNECT). For a host name, see
+    /// [`connect_host`](TcpStream::connect_host).
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionRefused` if nothing listens there, and the other errnos of `connect`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let sock = Socket::new(domain, libc::SOCK_STREAM)?;
+        let (c, _addr) = op::connect(sock.raw(), Box::new(to_raw(&addr)))?.await;
+        c.into_io()?;
+        Ok(TcpStream {
+            inner: Stream::new(sock),
+        })
+    }
+
+    /// Resolves `host` (on the runtime's blocking pool, with the std resolver, so the loop
+    /// never blocks) and connects to the first of its addresses that accepts.
+    ///
+    /// # Errors
+    ///
+    /// The resolver's error, or the last address's connect error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// ringloop::run(async {
+    ///     let listener = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let port = listener.local_addr().unwrap().port();
+    ///     let stream = ringloop::net::TcpStream::connect_host("localhost", port).await;
+    ///     // "localhost" may resolve to ::1 first; some address accepted or all were refused.
+    ///     let _ = stream;
+    /// });
+    /// ```
+    pub async fn connect_host(host: &str, port: u16) -> io::Result<TcpStream> {
+        let host = host.to_owned();
+        let addrs = crate::spawn_blocking(move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ringloop: the host name resolved to no address",
+            )
+        }))
+    }
+
+    stream_methods!(TcpStream);
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner
+            .sock
+            .with_std(|s: &std::net::TcpStream| s.set_nodelay(nodelay))
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.inner
+            .sock
+            .with_std(|s: &std::net::TcpStream| s.nodelay())
+    }
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner
+            .sock
+            .with_std(|s: &std::net::TcpStream| s.peer_addr())
+    }
+
+    /// The local address of the stream.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner
+            .sock
+            .with_std(|s: &std::net::TcpStream| s.local_addr())
+    }
+}
+
+compat_stream!(TcpStream);
+
+impl From<std::net::TcpStream> for TcpStream {
+    /// Wraps a connected std stream (blocking or not: the ring does not care).
+    fn from(s: std::net::TcpStream) -> TcpStream {
+        TcpStream::from_fd(OwnedFd::from(s))
+    }
+}
+
+impl From<TcpStream> for std::net::TcpStream {
+    /// Unwraps the std stream. Bytes that cancelled reads had kept for the next read are lost.
+    fn from(s: TcpStream) -> std::net::TcpStream {
+        std::net::TcpStream::from(s.inner.sock.into_fd())
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.sock.raw()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd is open while `self` lives, which bounds the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.inner.sock.raw()) }
+    }
+}
+
+impl FromRawFd for TcpStream {
+    /// # Safety
+    ///
+    /// `fd` is an open, connected TCP socket that the caller owns and gives up.
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
+        // SAFETY: forwarded from this function's contract.
+        TcpStream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}

@@ -1,0 +1,477 @@
+//! Sockets: TCP, UDP and Unix round trips, faults (refused, reset, broken pipe, EOF, EMFILE),
+//! short writes, deadlines, and the futures-io adapter.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use ringloop::io::{BufResult, IoBuf};
+use ringloop::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringloop-net-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn set_linger_zero(fd: i32) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid pointer and length for SO_LINGER.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+}
+
+#[test]
+fn tcp_round_trip_and_addresses() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let client = ringloop::spawn(async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            assert_eq!(s.peer_addr().unwrap(), addr);
+            s.set_nodelay(true).unwrap();
+            assert!(s.nodelay().unwrap());
+            let BufResult(r, _) = s.write_all(b"hello ringloop".to_vec()).await;
+            r.unwrap();
+            let BufResult(n, buf) = s.read(Vec::with_capacity(64)).await;
+            assert_eq!(n.unwrap(), 14);
+            assert_eq!(buf, b"HELLO RINGLOOP");
+            s.local_addr().unwrap()
+        });
+        let (s, peer) = listener.accept().await.unwrap();
+        let BufResult(n, buf) = s.read(Vec::with_capacity(64)).await;
+        assert_eq!(n.unwrap(), 14);
+        let BufResult(r, _) = s.write_all(buf.to_ascii_uppercase()).await;
+        r.unwrap();
+        assert_eq!(client.await.unwrap(), peer);
+    });
+}
+
+#[test]
+fn eof_reads_zero_and_writev_gathers() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let BufResult(n, bufs) = client
+            .writev(vec![b"ab".to_vec(), Vec::new(), b"cde".to_vec()])
+            .await;
+        assert_eq!(n.unwrap(), 5);
+        assert_eq!(bufs.len(), 3);
+        client.shutdown(Shutdown::Write).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            let BufResult(n, buf) = server.read(Vec::with_capacity(3)).await;
+            match n.unwrap() {
+                0 => break,
+                _ => got.extend_from_slice(&buf),
+            }
+        }
+        assert_eq!(got, b"abcde");
+        // EOF again, and a zero-capacity read returns 0 without touching the ring.
+        let BufResult(n, _) = server.read(Vec::with_capacity(8)).await;
+        assert_eq!(n.unwrap(), 0);
+        let BufResult(n, _) = server.read(Vec::new()).await;
+        assert_eq!(n.unwrap(), 0);
+    });
+}
+
+#[test]
+fn connection_refused() {
+    ringloop::run(async {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    });
+}
+
+#[test]
+fn connect_host_resolves_off_the_loop() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = ringloop::spawn(async move { listener.accept().await.map(|_| ()) });
+        let s = TcpStream::connect_host("127.0.0.1", port).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap().port(), port);
+        accept.await.unwrap().unwrap();
+        let err = TcpStream::connect_host("no-such-host.invalid", port)
+            .await
+            .unwrap_err();
+        assert_ne!(err.kind(), ErrorKind::ConnectionRefused);
+    });
+}
+
+#[test]
+fn peer_reset_is_connection_reset() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::net::TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let reader = ringloop::spawn(async move {
+            let BufResult(r, _) = s.read(Vec::with_capacity(16)).await;
+            r
+        });
+        ringloop::sleep(Duration::from_millis(5)).await;
+        set_linger_zero(peer.as_raw_fd());
+        drop(peer);
+        let err = reader.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    });
+}
+
+#[test]
+fn write_to_closed_peer_is_an_error_not_sigpipe() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::net::TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        drop(peer);
+        let mut buf = vec![7u8; 64 * 1024];
+        let err = loop {
+            let BufResult(r, b) = s.write(buf).await;
+            buf = b;
+            if let Err(e) = r {
+                break e;
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
+        // The same through a Unix pair.
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let BufResult(r, _) = a.write_all("x").await;
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
+    });
+}
+
+#[test]
+fn write_all_handles_short_writes() {
+    const LEN: usize = 8 << 20;
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1000];
+            loop {
+                // A slow reader, so the sender's buffer fills and sends come up short.
+                let n = s.read(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+                if got.len() < LEN / 4 {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+            }
+            got
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let BufResult(r, data) = s.write_all(data).await;
+        r.unwrap();
+        // A Slice writes only its range.
+        let BufResult(r, slice) = s.write_all(data.slice(10..20)).await;
+        r.unwrap();
+        let data = slice.into_inner();
+        drop(s);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), LEN + 10);
+        assert!(got[..LEN] == data[..]);
+        assert_eq!(&got[LEN..], &data[10..20]);
+    });
+}
+
+#[test]
+fn deadlines_on_accept_and_read() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = ringloop::wait_for(listener.accept(), Duration::from_millis(5)).await;
+        assert!(r.is_err(), "nobody connected");
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = ringloop::wait_for(listener.accept(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = ringloop::wait_for(server.read(vec![0u8; 8]), Duration::from_millis(5)).await;
+        assert!(r.is_err(), "nothing was sent");
+        let BufResult(r, _) = client.write_all("late").await;
+        r.unwrap();
+        let BufResult(n, buf) =
+            ringloop::wait_for(server.read(vec![0u8; 8]), Duration::from_secs(5))
+                .await
+                .unwrap();
+        assert_eq!(&buf[..n.unwrap()], b"late");
+    });
+}
+
+#[test]
+fn accept_keeps_a_connection_its_cancelled_future_got() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..20 {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            // Zero timeout: the accept is submitted and cancelled in the same batch.
+            let _ = ringloop::wait_for(listener.accept(), Duration::ZERO).await;
+            let (s, peer) = ringloop::wait_for(listener.accept(), Duration::from_secs(5))
+                .await
+                .expect("the connection was kept or is still queued")
+                .unwrap();
+            assert_eq!(peer, c.local_addr().unwrap());
+            drop(s);
+        }
+    });
+}
+
+/// Accept under EMFILE, in a child process with a low RLIMIT_NOFILE.
+#[test]
+fn accept_under_emfile_recovers() {
+    const CHILD: &str = "RINGLOOP_TEST_EMFILE_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "accept_under_emfile_recovers",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("EMFILE-OK"), "{stdout}");
+        return;
+    }
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The clients connect before the fds run out (they sit in the accept queue).
+        let clients: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let limit = libc::rlimit {
+            rlim_cur: 256,
+            rlim_max: 256,
+        };
+        // SAFETY: valid rlimit pointer.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let mut fillers = Vec::new();
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => fillers.push(f),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE));
+                    break;
+                }
+            }
+        }
+        let err = listener.accept().await.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+        fillers.truncate(fillers.len() - 4);
+        let (s, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, clients[0].local_addr().unwrap());
+        drop(s);
+        let (_s, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, clients[1].local_addr().unwrap());
+        println!("EMFILE-OK");
+    });
+}
+
+#[test]
+fn udp_round_trips() {
+    ringloop::run(async {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let BufResult(n, _) = a.send_to(b"datagram one".to_vec(), ba).await;
+        assert_eq!(n.unwrap(), 12);
+        let BufResult(r, buf) = b.recv_from(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap(), (12, aa));
+        assert_eq!(buf, b"datagram one");
+        // Connected: send / recv, and the addresses.
+        a.connect(ba).unwrap();
+        b.connect(aa).unwrap();
+        assert_eq!(a.peer_addr().unwrap(), ba);
+        let BufResult(n, _) = b.send("two").await;
+        assert_eq!(n.unwrap(), 3);
+        let BufResult(n, buf) = a.recv(Vec::with_capacity(64)).await;
+        assert_eq!(&buf[..n.unwrap()], b"two");
+        // IPv6 loopback, if the host has it.
+        if let Ok(c) = UdpSocket::bind("[::1]:0") {
+            let d = UdpSocket::bind("[::1]:0").unwrap();
+            let BufResult(n, _) = c.send_to("six", d.local_addr().unwrap()).await;
+            assert_eq!(n.unwrap(), 3);
+            let BufResult(r, _) = d.recv_from(Vec::with_capacity(8)).await;
+            let (_, from): (usize, SocketAddr) = r.unwrap();
+            assert_eq!(from, c.local_addr().unwrap());
+        }
+    });
+}
+
+#[test]
+fn unix_stream_round_trip() {
+    let dir = temp_dir("stream");
+    let path = dir.join("s.sock");
+    ringloop::run(async {
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(
+            listener.local_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        let p = path.clone();
+        let client = ringloop::spawn(async move {
+            let s = UnixStream::connect(&p).await.unwrap();
+            assert_eq!(s.peer_addr().unwrap().as_pathname(), Some(p.as_path()));
+            let BufResult(r, _) = s.write_all(vec![42u8; 100_000]).await;
+            r.unwrap();
+            s.shutdown(Shutdown::Write).await.unwrap();
+            let BufResult(n, buf) = s.read(Vec::with_capacity(16)).await;
+            assert_eq!(&buf[..n.unwrap()], b"done");
+        });
+        let (s, addr) = listener.accept().await.unwrap();
+        assert!(addr.is_unnamed());
+        let mut total = 0;
+        loop {
+            let BufResult(n, buf) = s.read(Vec::with_capacity(8192)).await;
+            let n = n.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf.iter().all(|&b| b == 42));
+            total += n;
+        }
+        assert_eq!(total, 100_000);
+        let BufResult(r, _) = s.write_all("done").await;
+        r.unwrap();
+        client.await.unwrap();
+        let err = UnixStream::connect(dir.join("missing")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unix_datagram_round_trips() {
+    let dir = temp_dir("dgram");
+    let (pa, pb) = (dir.join("a.sock"), dir.join("b.sock"));
+    ringloop::run(async {
+        let a = UnixDatagram::bind(&pa).unwrap();
+        let b = UnixDatagram::bind(&pb).unwrap();
+        let BufResult(n, _) = a.send_to("to b", &pb).await;
+        assert_eq!(n.unwrap(), 4);
+        let BufResult(r, buf) = b.recv_from(Vec::with_capacity(16)).await;
+        let (n, from) = r.unwrap();
+        assert_eq!(&buf[..n], b"to b");
+        assert_eq!(from.as_pathname(), Some(pa.as_path()));
+        // From an unbound socket the sender is unnamed.
+        let u = UnixDatagram::unbound().unwrap();
+        let BufResult(n, _) = u.send_to("anon", &pb).await;
+        assert_eq!(n.unwrap(), 4);
+        let BufResult(r, _) = b.recv_from(Vec::with_capacity(16)).await;
+        assert!(r.unwrap().1.is_unnamed());
+        // Connected send / recv.
+        u.connect(&pa).unwrap();
+        let BufResult(n, _) = u.send("conn").await;
+        assert_eq!(n.unwrap(), 4);
+        let BufResult(n, buf) = a.recv(Vec::with_capacity(16)).await;
+        assert_eq!(&buf[..n.unwrap()], b"conn");
+        // Pairs.
+        let (x, y) = UnixDatagram::pair().unwrap();
+        let BufResult(n, _) = y.send("pair").await;
+        assert_eq!(n.unwrap(), 4);
+        let BufResult(n, buf) = x.recv(Vec::with_capacity(16)).await;
+        assert_eq!(&buf[..n.unwrap()], b"pair");
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn std_conversions() {
+    ringloop::run(async {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let listener = TcpListener::from(l);
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        c.write_all(b"std").unwrap();
+        let mut got = [0u8; 3];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"std");
+        let s = TcpStream::from(s);
+        let BufResult(r, _) = s.write_all("back").await;
+        r.unwrap();
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"back");
+        let _: std::net::TcpListener = listener.into();
+    });
+}
+
+#[test]
+fn compat_copy_and_read_to_end() {
+    use futures::io::{AsyncReadExt, AsyncWriteExt};
+    const LEN: usize = 3 << 20;
+    ringloop::run(async {
+        // source -> (a1, a2) -> copy -> (b1, b2) -> sink
+        let (a1, a2) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let b1 = TcpStream::connect(addr).await.unwrap();
+        let (b2, _) = listener.accept().await.unwrap();
+        let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 256) as u8).collect();
+        let expect = data.clone();
+        let writer = ringloop::spawn(async move {
+            let mut w = a1.compat();
+            for chunk in data.chunks(10_000) {
+                w.write_all(chunk).await.unwrap();
+            }
+            w.close().await.unwrap();
+        });
+        let copier = ringloop::spawn(async move {
+            let (mut r, mut w) = (a2.compat(), b1.compat());
+            let n = futures::io::copy(&mut r, &mut w).await.unwrap();
+            w.close().await.unwrap();
+            n
+        });
+        let mut sink = b2.compat();
+        let mut got = Vec::new();
+        sink.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(copier.await.unwrap(), LEN as u64);
+        assert!(got == expect);
+    });
+}

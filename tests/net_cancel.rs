@@ -1,0 +1,340 @@
+//! The safety and no-loss rules for sockets under cancellation (DESIGN.md section 3):
+//! dropped reads free nothing the kernel may still write, cancelled stream reads lose no
+//! byte, and dropping the runtime with reads in flight corrupts nothing.
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures::poll;
+use ringloop::io::{BufResult, IoBuf, Slice};
+use ringloop::net::{TcpListener, TcpStream, UnixStream};
+
+/// A deterministic byte stream (xorshift64*), to check every byte's value and position.
+struct Pattern {
+    state: u64,
+    word: [u8; 8],
+    pos: usize,
+}
+
+impl Pattern {
+    fn new(seed: u64) -> Pattern {
+        Pattern {
+            state: seed | 1,
+            word: [0; 8],
+            pos: 8,
+        }
+    }
+
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.pos == 8 {
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                self.word = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+                self.pos = 0;
+            }
+            *b = self.word[self.pos];
+            self.pos += 1;
+        }
+    }
+}
+
+/// A small PRNG for the timeouts.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Streams TOTAL pattern bytes from `writer` to `reader` while the reader cancels reads at
+/// random; checks every byte arrives once, in order.
+async fn lossless<S: ReadWrite + 'static>(writer: S, reader: S, label: &str) {
+    const TOTAL: usize = 64 << 20;
+    const CHUNK: usize = 64 << 10;
+    let send = ringloop::spawn(async move {
+        let mut pattern = Pattern::new(0x5eed);
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = 0;
+        while sent < TOTAL {
+            pattern.fill(&mut buf);
+            let BufResult(r, b) = writer.write_all(buf).await;
+            r.unwrap();
+            buf = b;
+            sent += CHUNK;
+            if sent % (CHUNK * 32) == 0 {
+                // Pauses, so that some reads wait long enough for their deadline.
+                ringloop::sleep(Duration::from_micros(1500)).await;
+            }
+        }
+        drop(writer);
+    });
+    let mut expect = Pattern::new(0x5eed);
+    let mut scratch = vec![0u8; CHUNK];
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let (mut received, mut reads, mut cancelled) = (0usize, 0u64, 0u64);
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let started = Instant::now();
+    loop {
+        let r = next(&mut rng);
+        let d = if r % 4 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(100 + (r >> 8) % 1900)
+        };
+        reads += 1;
+        // Buffers of 1 B to 64 KiB.
+        let want = 1 + (next(&mut rng) as usize) % CHUNK;
+        buf.reserve(want);
+        let view = std::mem::take(&mut buf).slice(..want);
+        match ringloop::wait_for(reader.read_buf(view), d).await {
+            Ok(BufResult(n, b)) => {
+                let n = n.unwrap();
+                if n == 0 {
+                    break;
+                }
+                let b = b.into_inner();
+                expect.fill(&mut scratch[..n]);
+                assert!(
+                    b[..n] == scratch[..n],
+                    "{label}: wrong bytes at offset {received}..{}",
+                    received + n
+                );
+                received += n;
+                buf = b;
+            }
+            Err(_) => {
+                // The buffer went with the cancelled read (freed after its CQE).
+                cancelled += 1;
+                buf = Vec::with_capacity(CHUNK);
+            }
+        }
+    }
+    send.await.unwrap();
+    assert_eq!(received, TOTAL, "{label}: every byte arrived");
+    println!(
+        "{label}: {TOTAL} bytes in {:?}: {reads} reads, {cancelled} cancelled, {} of those \
+         delivered data through the orphan path",
+        started.elapsed(),
+        reader.rescued()
+    );
+    assert!(cancelled > 0, "{label}: cancellations happened");
+}
+
+trait ReadWrite {
+    async fn read_buf(&self, buf: Slice<Vec<u8>>) -> BufResult<usize, Slice<Vec<u8>>>;
+    async fn write_all(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>>;
+    fn rescued(&self) -> u64;
+}
+
+impl ReadWrite for TcpStream {
+    async fn read_buf(&self, buf: Slice<Vec<u8>>) -> BufResult<usize, Slice<Vec<u8>>> {
+        self.read(buf).await
+    }
+    async fn write_all(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {
+        TcpStream::write_all(self, buf).await
+    }
+    fn rescued(&self) -> u64 {
+        self.rescued_reads()
+    }
+}
+
+impl ReadWrite for UnixStream {
+    async fn read_buf(&self, buf: Slice<Vec<u8>>) -> BufResult<usize, Slice<Vec<u8>>> {
+        self.read(buf).await
+    }
+    async fn write_all(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {
+        UnixStream::write_all(self, buf).await
+    }
+    fn rescued(&self) -> u64 {
+        self.rescued_reads()
+    }
+}
+
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+#[test]
+fn cancelled_reads_lose_no_byte_over_tcp() {
+    ringloop::run(async {
+        let (w, r) = tcp_pair().await;
+        lossless(w, r, "tcp").await;
+    });
+}
+
+#[test]
+fn cancelled_reads_lose_no_byte_over_unix() {
+    ringloop::run(async {
+        let (w, r) = UnixStream::pair().unwrap();
+        lossless(w, r, "unix").await;
+    });
+}
+
+/// The orphan path, forced: the receive completes while nobody polls its future; dropping
+/// the future then hands the bytes to the stream, and the next read returns them.
+#[test]
+fn a_completed_but_uncollected_read_keeps_its_bytes() {
+    ringloop::run(async {
+        let (a, b) = tcp_pair().await;
+        {
+            let mut read = pin!(b.read(Vec::with_capacity(64)));
+            assert!(poll!(read.as_mut()).is_pending(), "submitted, no data yet");
+            let BufResult(r, _) = a.write_all("rescued ").await;
+            r.unwrap();
+            // Let the loop reap the receive's CQE; the read future is never polled again.
+            ringloop::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.rescued_reads(), 1);
+        let BufResult(r, _) = a.write_all("and more").await;
+        r.unwrap();
+        ringloop::sleep(Duration::from_millis(5)).await;
+        let mut got = Vec::new();
+        while got.len() < 16 {
+            // A small buffer: the kept bytes come out across several reads, first.
+            let BufResult(n, buf) = b.read(Vec::with_capacity(5)).await;
+            assert!(n.unwrap() > 0);
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got, b"rescued and more");
+    });
+}
+
+/// An orphaned receive still in flight: the next read waits for it, so a receive submitted
+/// later cannot overtake it; a cancellation that won delivers nothing and loses nothing.
+#[test]
+fn a_new_read_waits_for_the_orphaned_one() {
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        for i in 0..200u32 {
+            {
+                let mut read = pin!(b.read(Vec::with_capacity(64)));
+                assert!(poll!(read.as_mut()).is_pending());
+            }
+            // The cancel and the next receive are queued; data may or may not beat the cancel.
+            let msg = format!("m{i:03}");
+            let next = b.read(Vec::with_capacity(64));
+            let BufResult(r, _) = a.write_all(msg.clone().into_bytes()).await;
+            r.unwrap();
+            let BufResult(n, buf) = next.await;
+            assert_eq!(n.unwrap(), 4);
+            assert_eq!(buf, msg.as_bytes());
+        }
+    });
+}
+
+/// EOF and errors seen by an orphaned receive are reported by the next read.
+#[test]
+fn orphaned_eof_and_errors_are_reported_later() {
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        {
+            let mut read = pin!(b.read(Vec::with_capacity(64)));
+            assert!(poll!(read.as_mut()).is_pending());
+            let BufResult(r, _) = a.write_all("last").await;
+            r.unwrap();
+            drop(a);
+            ringloop::sleep(Duration::from_millis(10)).await;
+        }
+        let BufResult(n, buf) = b.read(Vec::with_capacity(64)).await;
+        assert_eq!(&buf[..n.unwrap()], b"last");
+        let BufResult(n, _) = b.read(Vec::with_capacity(64)).await;
+        assert_eq!(n.unwrap(), 0);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        {
+            let mut read = pin!(s.read(Vec::with_capacity(64)));
+            assert!(poll!(read.as_mut()).is_pending());
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: valid pointer and length for SO_LINGER.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&peer),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&raw const l).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            drop(peer);
+            ringloop::sleep(Duration::from_millis(10)).await;
+        }
+        let BufResult(r, _) = s.read(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    });
+}
+
+/// Rule 1: reads dropped in flight over and over; the stream keeps working.
+#[test]
+fn dropping_in_flight_reads_repeatedly_is_harmless() {
+    ringloop::run(async {
+        let (a, b) = tcp_pair().await;
+        for i in 0..2000u32 {
+            let d = Duration::from_micros(u64::from(i % 3) * 50);
+            assert!(
+                ringloop::wait_for(b.read(vec![0u8; 4096]), d)
+                    .await
+                    .is_err(),
+                "nothing was sent"
+            );
+        }
+        let BufResult(r, _) = a.write_all("still works").await;
+        r.unwrap();
+        let BufResult(n, buf) = b.read(vec![0u8; 64]).await;
+        assert_eq!(&buf[..n.unwrap()], b"still works");
+        assert_eq!(b.rescued_reads(), 0);
+    });
+}
+
+/// Rule 3: dropping the runtime with reads in flight reaps them; the peers writing afterwards
+/// corrupt no memory.
+#[test]
+fn runtime_drop_with_reads_in_flight_then_peers_write() {
+    let mut peers = Vec::new();
+    {
+        let rt = ringloop::Runtime::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..16 {
+            let peer = std::net::TcpStream::connect(addr).unwrap();
+            let (s, _) = listener.accept().unwrap();
+            peers.push(peer);
+            rt.spawn(async move {
+                let s = TcpStream::from(s);
+                let BufResult(_r, _buf) = s.read(vec![0u8; 256 << 10]).await;
+                unreachable!("nobody writes while the runtime lives");
+            });
+        }
+        let (ua, ub) = std::os::unix::net::UnixStream::pair().unwrap();
+        peers.push(std::net::TcpStream::from(std::os::fd::OwnedFd::from(ua)));
+        rt.spawn(async move {
+            let s = UnixStream::from(ub);
+            let _ = s.read(vec![0u8; 256 << 10]).await;
+        });
+        rt.block_on(ringloop::sleep(Duration::from_millis(20)));
+        drop(rt);
+    }
+    // Memory the allocator may hand out where the read buffers were.
+    let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 256 << 10]).collect();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for mut p in peers {
+            let _ = p.write_all(&[0xEE; 64 << 10]);
+        }
+    });
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for (i, b) in blocks.iter().enumerate() {
+        assert!(b.iter().all(|&x| x == i as u8), "block {i} was overwritten");
+    }
+}
