@@ -77,6 +77,9 @@ fn layers_only_use_the_layers_below() {
             &["crate::future", "crate::fs", "crate::net", "crate::pool"],
         ),
         ("future/", &["crate::driver", "crate::fs", "crate::net"]),
+        ("io/", &["crate::pool", "crate::spawn_blocking"]),
+        ("fs/", &["crate::pool", "crate::spawn_blocking"]),
+        ("net/", &["crate::pool", "crate::spawn_blocking"]),
     ];
     let mut offenders = Vec::new();
     for path in rust_files(&src()) {

@@ -29,8 +29,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 pub(crate) use notify::Notifier;
-#[allow(unused_imports)] // The handle fs/ and net/ build their operations on.
-pub(crate) use op::Op;
+
 pub(crate) use probe::RingConfig;
 
 /// `user_data` of the eventfd read that wakes a parked loop.
@@ -448,7 +447,11 @@ impl Drop for Driver {
             self.reap();
             self.to_wake.clear();
             for (handler, c) in std::mem::take(&mut self.orphans) {
-                handler(c);
+                // A panic here would be a panic in a destructor: report it and go on.
+                let run = std::panic::AssertUnwindSafe(move || handler(c));
+                if std::panic::catch_unwind(run).is_err() {
+                    eprintln!("ringloop: dropping a cancelled operation's data panicked");
+                }
             }
             let pending = self
                 .ops

@@ -177,48 +177,6 @@ impl TcpStream {
         })
     }
 
-    /// Resolves `host` (on the runtime's blocking pool, with the std resolver, so the loop
-    /// never blocks) and connects to the first of its addresses that accepts.
-    ///
-    /// # Errors
-    ///
-    /// The resolver's error, or the last address's connect error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// ringloop::run(async {
-    ///     let listener = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    ///     let port = listener.local_addr().unwrap().port();
-    ///     let stream = ringloop::net::TcpStream::connect_host("localhost", port).await;
-    ///     // "localhost" may resolve to ::1 first; some address accepted or all were refused.
-    ///     let _ = stream;
-    /// });
-    /// ```
-    pub async fn connect_host(host: &str, port: u16) -> io::Result<TcpStream> {
-        let host = host.to_owned();
-        let addrs = crate::spawn_blocking(move || {
-            (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>())
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "ringloop: the host name resolved to no address",
-            )
-        }))
-    }
-
     stream_methods!(TcpStream);
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).

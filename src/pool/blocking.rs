@@ -174,3 +174,48 @@ impl<F: Future> Future for Reporter<F> {
         Poll::Ready(())
     }
 }
+
+// Host-name resolution needs the blocking pool, which sits above net/ in the layers; so this
+// one `TcpStream` constructor lives here rather than in net/tcp.rs.
+impl crate::net::TcpStream {
+    /// Resolves `host` (on the runtime's blocking pool, with the std resolver, so the loop
+    /// never blocks) and connects to the first of its addresses that accepts.
+    ///
+    /// # Errors
+    ///
+    /// The resolver's error, or the last address's connect error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// ringloop::run(async {
+    ///     let listener = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let port = listener.local_addr().unwrap().port();
+    ///     let stream = ringloop::net::TcpStream::connect_host("localhost", port).await;
+    ///     // "localhost" may resolve to ::1 first; some address accepted or all were refused.
+    ///     let _ = stream;
+    /// });
+    /// ```
+    pub async fn connect_host(host: &str, port: u16) -> std::io::Result<crate::net::TcpStream> {
+        let host = host.to_owned();
+        let addrs = crate::spawn_blocking(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map(|a| a.collect::<Vec<_>>())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut last = None;
+        for addr in addrs {
+            match crate::net::TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "ringloop: the host name resolved to no address",
+            )
+        }))
+    }
+}

@@ -18,10 +18,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, types};
 
 use super::Op;
-use crate::driver::current;
 use crate::io::{IoBuf, IoBufMut};
 
 /// The most a single read or write asks for; Linux caps one transfer at this (`MAX_RW_COUNT`),
@@ -34,30 +33,6 @@ pub(crate) const CURRENT_POSITION: u64 = u64::MAX;
 
 /// An open descriptor shared between a `File` and its in-flight operations.
 pub(crate) type SharedFd = Arc<OwnedFd>;
-
-/// Submits `sqe` like [`Op::submit`], but gives `data` back if the ring refuses the submission,
-/// so that a buffer-owning operation can return its buffer with the error.
-///
-/// # Safety
-///
-/// As [`Op::submit`]: every pointer in `sqe` points into heap (or static) memory that `data`
-/// owns or that outlives the operation, never into `data`'s inline bytes.
-unsafe fn submit_keeping<T: 'static>(sqe: squeue::Entry, data: T) -> Result<Op<T>, (io::Error, T)> {
-    let driver = current();
-    // SAFETY: forwarded from this function's contract; on success `data` moves into the Op and
-    // from there only into the driver's table, never freed before the CQE. On failure the SQE
-    // was never queued, so nothing points into `data` any more.
-    let res = unsafe { driver.borrow_mut().submit_op(sqe) };
-    match res {
-        Ok(key) => Ok(Op {
-            driver,
-            key,
-            data: Some(data),
-            on_orphan: None,
-        }),
-        Err(e) => Err((e, data)),
-    }
-}
 
 /// `IORING_OP_OPENAT` (5.6) relative to the current directory: `openat(AT_FDCWD, path, flags,
 /// mode)`. The CQE's result is the new descriptor.
@@ -86,7 +61,7 @@ pub(crate) fn read<B: IoBufMut>(
     // SAFETY: the SQE points at `stable_mut_ptr()` for at most `bytes_total()` bytes: memory
     // the buffer owns on the heap, which stays put when the buffer moves into the op's data.
     // The descriptor is kept open by the Arc clone in the data.
-    unsafe { submit_keeping(sqe, (buf, fd.clone())) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, fd.clone())) }.map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `IORING_OP_WRITE` (5.6): writes up to `buf.bytes_init()` bytes (at most [`MAX_RW`]) from the
@@ -103,7 +78,7 @@ pub(crate) fn write<B: IoBuf>(
     // SAFETY: the SQE points at `stable_ptr()` for at most `bytes_init()` bytes: memory the
     // buffer owns on the heap (or static memory), which stays put when the buffer moves into
     // the op's data. The descriptor is kept open by the Arc clone in the data.
-    unsafe { submit_keeping(sqe, (buf, fd.clone())) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, fd.clone())) }.map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `IORING_OP_FSYNC` (5.1): `fsync`, or `fdatasync` when `data_only`.

@@ -1,9 +1,7 @@
 //! `Op<T>`: the future of one in-flight operation, owning its data `T` (buffers, paths,
 //! addresses) until the kernel is done with it.
 
-#[allow(dead_code)] // Filled in by fs/.
 pub(crate) mod fs;
-#[allow(dead_code)] // Filled in by net/.
 pub(crate) mod net;
 
 use std::future::Future;
@@ -46,23 +44,37 @@ impl<T: 'static> Op<T> {
     /// operation), and must stay valid when `data` is moved: point into heap allocations that
     /// `data` owns, never into `data`'s own inline bytes.
     pub(crate) unsafe fn submit(sqe: squeue::Entry, data: T) -> io::Result<Op<T>> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { Op::try_submit(sqe, data) }.map_err(|(e, _)| e)
+    }
+
+    /// Like [`Op::submit`], but gives `data` back if the ring refuses the submission, so that
+    /// a buffer-owning operation can return its buffer with the error.
+    ///
+    /// # Safety
+    ///
+    /// As [`Op::submit`].
+    pub(crate) unsafe fn try_submit(sqe: squeue::Entry, data: T) -> Result<Op<T>, (io::Error, T)> {
         let driver = current();
-        // SAFETY: forwarded from this function's contract; `data` moves into the Op and from
-        // there only into the driver's table, never freed before the CQE.
-        let key = unsafe { driver.borrow_mut().submit_op(sqe)? };
-        Ok(Op {
-            driver,
-            key,
-            data: Some(data),
-            on_orphan: None,
-        })
+        // SAFETY: forwarded from this function's contract; on success `data` moves into the Op
+        // and from there only into the driver's table, never freed before the CQE. On failure
+        // the SQE was not queued, so the kernel never sees the pointers.
+        let key = unsafe { driver.borrow_mut().submit_op(sqe) };
+        match key {
+            Ok(key) => Ok(Op {
+                driver,
+                key,
+                data: Some(data),
+                on_orphan: None,
+            }),
+            Err(e) => Err((e, data)),
+        }
     }
 
     /// Sets what happens to the completion and the data if this future is dropped before the
     /// CQE arrives: `f` runs on the loop thread when it comes (or at once, if it already came).
     /// A stream read uses this to keep bytes that a cancelled receive got anyway. `f` must not
     /// start operations of its own.
-    #[allow(dead_code)] // The stream reads of net/ will use it.
     pub(crate) fn on_orphan(mut self, f: impl FnOnce(Completion, T) + 'static) -> Op<T> {
         self.on_orphan = Some(Box::new(f));
         self

@@ -9,10 +9,9 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, types};
 
 use super::Op;
-use crate::driver::current;
 use crate::io::{IoBuf, IoBufMut};
 
 /// A socket address as the kernel reads and writes it: storage for any family, and its
@@ -79,29 +78,6 @@ impl Msg {
     }
 }
 
-/// Like `Op::submit`, but gives the data back if the ring refuses the submission.
-///
-/// # Safety
-///
-/// As `Op::submit`: every pointer in `sqe` points into heap memory owned by `data` (or into
-/// memory that outlives the operation), never into `data`'s inline bytes.
-unsafe fn submit<T: 'static>(sqe: squeue::Entry, data: T) -> Result<Op<T>, (io::Error, T)> {
-    let driver = current();
-    // SAFETY: forwarded from this function's contract; on success `data` moves into the Op and
-    // from there only into the driver's table, never freed before the CQE. On failure the
-    // SQE was not queued, so the kernel never sees the pointers.
-    let key = unsafe { driver.borrow_mut().submit_op(sqe) };
-    match key {
-        Ok(key) => Ok(Op {
-            driver,
-            key,
-            data: Some(data),
-            on_orphan: None,
-        }),
-        Err(e) => Err((e, data)),
-    }
-}
-
 /// A length for an SQE's 32-bit length field.
 fn len32(n: usize) -> u32 {
     n.min(u32::MAX as usize) as u32
@@ -112,7 +88,7 @@ pub(crate) fn connect(fd: RawFd, addr: Box<RawAddr>) -> io::Result<Op<Box<RawAdd
     let sqe =
         opcode::Connect::new(types::Fd(fd), (&raw const addr.storage).cast(), addr.len).build();
     // SAFETY: the SQE points into the boxed address, which the op owns.
-    unsafe { submit(sqe, addr) }.map_err(|(e, _)| e)
+    unsafe { Op::try_submit(sqe, addr) }.map_err(|(e, _)| e)
 }
 
 /// `accept4(fd, &addr, &len, SOCK_CLOEXEC)`: the peer's address lands in the returned box.
@@ -126,7 +102,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<Op<Box<RawAddr>>> {
     .flags(libc::SOCK_CLOEXEC)
     .build();
     // SAFETY: both pointers point into the boxed address, which the op owns.
-    unsafe { submit(sqe, addr) }.map_err(|(e, _)| e)
+    unsafe { Op::try_submit(sqe, addr) }.map_err(|(e, _)| e)
 }
 
 /// `recv(fd, buf, bytes_total, 0)`.
@@ -139,7 +115,7 @@ pub(crate) fn recv<B: IoBufMut>(fd: RawFd, mut buf: B) -> Result<Op<B>, (io::Err
     .build();
     // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
     // while the op owns the buffer.
-    unsafe { submit(sqe, buf) }
+    unsafe { Op::try_submit(sqe, buf) }
 }
 
 /// `send(fd, buf, bytes_init, MSG_NOSIGNAL)`: a closed peer gives EPIPE, never SIGPIPE.
@@ -149,7 +125,7 @@ pub(crate) fn send<B: IoBuf>(fd: RawFd, buf: B) -> Result<Op<B>, (io::Error, B)>
         .build();
     // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_init bytes
     // while the op owns the buffer.
-    unsafe { submit(sqe, buf) }
+    unsafe { Op::try_submit(sqe, buf) }
 }
 
 /// `sendmsg` of several buffers in order (a gathered write), with MSG_NOSIGNAL.
@@ -172,7 +148,7 @@ pub(crate) fn sendv<B: IoBuf>(
     // SAFETY: the SQE points to the boxed header, which points to the iovecs' heap buffer
     // (owned by the box), which point to the buffers' stable heap bytes; the op owns the
     // buffers and the box.
-    unsafe { submit(sqe, (bufs, msg)) }.map_err(|(e, (bufs, _))| (e, bufs))
+    unsafe { Op::try_submit(sqe, (bufs, msg)) }.map_err(|(e, (bufs, _))| (e, bufs))
 }
 
 /// `sendmsg` of one buffer to `addr` (an unconnected datagram socket), with MSG_NOSIGNAL.
@@ -192,7 +168,7 @@ pub(crate) fn send_to<B: IoBuf>(
         .build();
     // SAFETY: as in `sendv`: header, address and iovec live in the box, the bytes in the
     // buffer; the op owns both.
-    unsafe { submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `recvmsg` into one buffer, with the sender's address: read `Msg::addr` (length
@@ -210,12 +186,12 @@ pub(crate) fn recv_from<B: IoBufMut>(
     let sqe = opcode::RecvMsg::new(types::Fd(fd), &raw mut msg.hdr).build();
     // SAFETY: the header, address storage and iovec live in the box, the bytes in the
     // buffer's stable heap memory (bytes_total long); the op owns both.
-    unsafe { submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `shutdown(fd, how)`.
 pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<Op<()>> {
     let sqe = opcode::Shutdown::new(types::Fd(fd), how).build();
     // SAFETY: SHUTDOWN carries no pointer.
-    unsafe { submit(sqe, ()) }.map_err(|(e, ())| e)
+    unsafe { Op::try_submit(sqe, ()) }.map_err(|(e, ())| e)
 }
