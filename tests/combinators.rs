@@ -1,23 +1,14 @@
 //! Combinators on the ringloop runtime: wait_for, shield, wait (and gather / try_gather /
 //! as_completed with tasks, once those land), observed through drop guards and task states.
 
+mod support;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringloop::{Elapsed, JoinError, ReturnWhen};
-
-struct DropGuard(Rc<Cell<u32>>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-fn counter() -> Rc<Cell<u32>> {
-    Rc::new(Cell::new(0))
-}
+use support::{DropGuard, counter};
 
 async fn sleep_ms(ms: u64) {
     ringloop::sleep(Duration::from_millis(ms)).await;

@@ -1,6 +1,8 @@
 //! Sockets: TCP, UDP and Unix round trips, faults (refused, reset, broken pipe, EOF, EMFILE),
 //! short writes, deadlines, and the futures-io adapter.
 
+mod support;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -256,22 +258,7 @@ fn accept_keeps_a_connection_its_cancelled_future_got() {
 fn accept_under_emfile_recovers() {
     const CHILD: &str = "RINGLOOP_TEST_EMFILE_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "accept_under_emfile_recovers",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = support::rerun_in_child("accept_under_emfile_recovers", CHILD);
         assert!(stdout.contains("EMFILE-OK"), "{stdout}");
         return;
     }

@@ -1,6 +1,8 @@
 //! The executors inside the runtime: spawn_blocking, Handle::spawn (run_coroutine_threadsafe),
 //! waiting on pool futures from tasks, and the asyncio combinators over real tasks.
 
+mod support;
+
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ringloop::{JoinError, PoolError, ReturnWhen, Runtime, ThreadPool};
+use support::DropGuard;
 
 fn thread_cpu_time() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we pass.
@@ -252,14 +255,6 @@ fn gather_mixes_tasks_and_plain_futures_and_tuples() {
         assert_eq!(b, "two");
         assert_eq!(c, ());
     });
-}
-
-struct DropGuard(Rc<Cell<u32>>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Runtime lifecycle: block_on, run, run_forever / stop, close, handles, misuse, faults.
 
+mod support;
+
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -366,22 +368,7 @@ fn io_uring_refused_by_seccomp_gives_a_clear_error() {
         println!("ERROR: {err}");
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "io_uring_refused_by_seccomp_gives_a_clear_error",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::rerun_in_child("io_uring_refused_by_seccomp_gives_a_clear_error", CHILD);
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("ERROR: ").map(|(_, e)| e))

@@ -1,6 +1,8 @@
 //! Tasks: spawning, results, panics, cancellation at every await point, propagation,
 //! detaching, done callbacks, names, current_task and all_tasks.
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::future::IntoFuture;
 use std::rc::Rc;
@@ -8,19 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ringloop::{JoinError, Runtime, TaskState};
-
-/// Records its drop in a shared counter.
-struct DropGuard(Rc<Cell<u32>>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-fn counter() -> Rc<Cell<u32>> {
-    Rc::new(Cell::new(0))
-}
+use support::{DropGuard, counter};
 
 #[test]
 fn tasks_run_in_spawn_order_and_return_values() {

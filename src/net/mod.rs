@@ -24,6 +24,7 @@
 //! `ConnectionReset`), never `SIGPIPE`.
 
 mod addr;
+mod datagram;
 mod socket;
 mod stream;
 mod tcp;

@@ -5,8 +5,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use super::addr::{from_raw, to_raw};
+use super::datagram;
 use super::socket::Socket;
-use crate::driver::op::net as op;
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
 /// A UDP socket.
@@ -50,59 +50,24 @@ impl UdpSocket {
 
     /// Sends `buf`'s initialized bytes as one datagram to `addr`; returns the count sent.
     pub async fn send_to<B: IoBuf>(&self, buf: B, addr: SocketAddr) -> BufResult<usize, B> {
-        match op::send_to(self.sock.raw(), buf, to_raw(&addr)) {
-            Ok(op) => {
-                let (c, (buf, _msg)) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::send_to(self.sock.raw(), buf, to_raw(&addr)).await
     }
 
     /// Receives one datagram into `buf` (bytes beyond its capacity are discarded); returns the
     /// count and the sender's address.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        match op::recv_from(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, (mut buf, msg)) = op.await;
-                let r = c.into_io().and_then(|n| {
-                    // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                    unsafe { buf.set_init(n as usize) };
-                    let mut addr = msg.addr;
-                    addr.len = msg.name_len();
-                    Ok((n as usize, from_raw(&addr)?))
-                });
-                BufResult(r, buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        let BufResult(r, buf) = datagram::recv_from(self.sock.raw(), buf).await;
+        BufResult(r.and_then(|(n, addr)| Ok((n, from_raw(&addr)?))), buf)
     }
 
     /// Sends `buf`'s initialized bytes as one datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        match op::send(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, buf) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::send(self.sock.raw(), buf).await
     }
 
     /// Receives one datagram from the connected address into `buf`.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        match op::recv(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, mut buf) = op.await;
-                let r = c.into_io().map(|n| {
-                    // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                    unsafe { buf.set_init(n as usize) };
-                    n as usize
-                });
-                BufResult(r, buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::recv(self.sock.raw(), buf).await
     }
 
     /// The local address.

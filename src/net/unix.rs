@@ -6,6 +6,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
 use super::addr::{unix_from_raw, unix_to_raw};
+use super::datagram;
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
 use super::{compat_stream, stream_methods};
@@ -228,58 +229,23 @@ impl UnixDatagram {
             Ok(a) => a,
             Err(e) => return BufResult(Err(e), buf),
         };
-        match op::send_to(self.sock.raw(), buf, addr) {
-            Ok(op) => {
-                let (c, (buf, _msg)) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::send_to(self.sock.raw(), buf, addr).await
     }
 
     /// Receives one datagram and the sender's address.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        match op::recv_from(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, (mut buf, msg)) = op.await;
-                let r = c.into_io().and_then(|n| {
-                    // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                    unsafe { buf.set_init(n as usize) };
-                    let mut addr = msg.addr;
-                    addr.len = msg.name_len();
-                    Ok((n as usize, unix_from_raw(&addr)?))
-                });
-                BufResult(r, buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        let BufResult(r, buf) = datagram::recv_from(self.sock.raw(), buf).await;
+        BufResult(r.and_then(|(n, addr)| Ok((n, unix_from_raw(&addr)?))), buf)
     }
 
     /// Sends one datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        match op::send(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, buf) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::send(self.sock.raw(), buf).await
     }
 
     /// Receives one datagram.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        match op::recv(self.sock.raw(), buf) {
-            Ok(op) => {
-                let (c, mut buf) = op.await;
-                let r = c.into_io().map(|n| {
-                    // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                    unsafe { buf.set_init(n as usize) };
-                    n as usize
-                });
-                BufResult(r, buf)
-            }
-            Err((e, buf)) => BufResult(Err(e), buf),
-        }
+        datagram::recv(self.sock.raw(), buf).await
     }
 
     /// The local address.

@@ -87,13 +87,4 @@ impl fmt::Display for PoolError {
 
 impl std::error::Error for PoolError {}
 
-/// Extracts a readable message from a panic payload (`&str` or `String`).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic payload".to_string()
-    }
-}
+pub(crate) use crate::runtime::task::panic_message;

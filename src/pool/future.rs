@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -172,7 +172,7 @@ impl<T> Shared<T> {
             let handle = PoolFuture {
                 shared: Arc::clone(this),
                 key: 0,
-                registered: false,
+                registered: AtomicBool::new(false),
             };
             for cb in callbacks {
                 run_callback(cb, &handle);
@@ -283,7 +283,7 @@ pub struct PoolFuture<T> {
     /// Identifies this handle's waker slot.
     key: u64,
     /// Whether this handle may have a waker registered (cleaned up on drop).
-    registered: bool,
+    registered: AtomicBool,
 }
 
 impl<T> PoolFuture<T> {
@@ -291,7 +291,7 @@ impl<T> PoolFuture<T> {
         PoolFuture {
             shared,
             key: 0,
-            registered: false,
+            registered: AtomicBool::new(false),
         }
     }
 
@@ -478,14 +478,14 @@ impl<T> Clone for PoolFuture<T> {
         PoolFuture {
             shared: Arc::clone(&self.shared),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            registered: false,
+            registered: AtomicBool::new(false),
         }
     }
 }
 
 impl<T> Drop for PoolFuture<T> {
     fn drop(&mut self) {
-        if self.registered {
+        if self.registered.load(Ordering::Relaxed) {
             let key = self.key;
             lock(&self.shared.inner).wakers.retain(|(k, _)| *k != key);
         }
@@ -499,15 +499,21 @@ impl<T> PoolFuture<T> {
         let mut g = lock(&self.shared.inner);
         match g.state {
             State::Pending | State::Running => {
-                let key = self.key;
-                match g.wakers.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, w)) => w.clone_from(cx.waker()),
-                    None => g.wakers.push((key, cx.waker().clone())),
-                }
+                self.register(&mut g, cx);
                 Poll::Pending
             }
             _ => Poll::Ready(()),
         }
+    }
+
+    /// Records `cx`'s waker in this handle's slot (replacing the previous one).
+    fn register(&self, g: &mut Inner<T>, cx: &Context<'_>) {
+        let key = self.key;
+        match g.wakers.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => g.wakers.push((key, cx.waker().clone())),
+        }
+        self.registered.store(true, Ordering::Relaxed);
     }
 
     /// True if the job finished with an error other than cancellation (a panic, a broken
@@ -534,12 +540,7 @@ impl<T> Future for PoolFuture<T> {
         let mut g = lock(&this.shared.inner);
         match g.state {
             State::Pending | State::Running => {
-                let key = this.key;
-                match g.wakers.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, w)) => w.clone_from(cx.waker()),
-                    None => g.wakers.push((key, cx.waker().clone())),
-                }
-                this.registered = true;
+                this.register(&mut g, cx);
                 Poll::Pending
             }
             _ => Poll::Ready(take_result(&mut g.state)),

@@ -71,7 +71,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "panic with a non-string payload".to_owned()
+        "unknown panic payload".to_owned()
     }
 }
 
