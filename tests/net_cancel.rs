@@ -338,3 +338,61 @@ fn runtime_drop_with_reads_in_flight_then_peers_write() {
         assert!(b.iter().all(|&x| x == i as u8), "block {i} was overwritten");
     }
 }
+
+/// `read_timeout` (a linked timeout in the kernel): a read that times out consumed nothing;
+/// 8 MiB of a pattern read with tiny deadlines arrives whole and in order.
+#[test]
+fn read_timeout_loses_no_byte() {
+    const TOTAL: usize = 8 << 20;
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        // Nothing sent yet: the read must time out, after at least its deadline.
+        let start = Instant::now();
+        let BufResult(r, buf) = b
+            .read_timeout(vec![0u8; 16], Duration::from_millis(5))
+            .await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= Duration::from_millis(5));
+        drop(buf);
+
+        let writer = ringloop::spawn(async move {
+            let mut pattern = Pattern::new(7);
+            let mut sent = 0;
+            while sent < TOTAL {
+                let mut chunk = vec![0u8; 32 << 10];
+                pattern.fill(&mut chunk);
+                let BufResult(r, _) = a.write_all(chunk).await;
+                r.unwrap();
+                sent += 32 << 10;
+                // Pauses make reads find an empty socket, so deadlines fire mid-stream.
+                ringloop::sleep(Duration::from_micros(300)).await;
+            }
+        });
+        let mut expect = Pattern::new(7);
+        let mut want = vec![0u8; 64 << 10];
+        let (mut got, mut timeouts) = (0, 0u32);
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut buf = Vec::with_capacity(64 << 10);
+        while got < TOTAL {
+            let d = Duration::from_micros(1 + next(&mut rng) % 200);
+            let BufResult(r, b2) = b.read_timeout(buf, d).await;
+            buf = b2;
+            match r {
+                Ok(0) => panic!("unexpected end of stream at {got}"),
+                Ok(n) => {
+                    expect.fill(&mut want[..n]);
+                    assert_eq!(&buf[..n], &want[..n], "bytes {got}..{} differ", got + n);
+                    got += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => timeouts += 1,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        writer.await.unwrap();
+        println!("read_timeout: {TOTAL} bytes, {timeouts} reads timed out");
+        assert!(
+            timeouts > 0,
+            "no deadline fired; the test did not test anything"
+        );
+    });
+}

@@ -51,6 +51,19 @@ macro_rules! stream_methods {
             self.inner.read(buf).await
         }
 
+        /// Like [`read`](Self::read), with a deadline carried by the kernel (a linked
+        /// timeout): if no byte arrived within `timeout`, the read fails with
+        /// `ErrorKind::TimedOut` and consumed nothing, so the next read sees every byte.
+        /// Cheaper than `ringloop::wait_for(stream.read(buf), timeout)`, which needs a timer
+        /// and a cancellation round trip.
+        pub async fn read_timeout<B: $crate::io::IoBufMut>(
+            &self,
+            buf: B,
+            timeout: std::time::Duration,
+        ) -> $crate::io::BufResult<usize, B> {
+            self.inner.read_timeout(buf, timeout).await
+        }
+
         /// Writes some of `buf`'s initialized bytes; returns how many were written (possibly
         /// fewer than all).
         ///

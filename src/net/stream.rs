@@ -21,6 +21,7 @@ use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use super::socket::Socket;
 use crate::driver::Completion;
@@ -130,7 +131,25 @@ impl Stream {
         s.error.take().map(Err)
     }
 
-    pub(crate) async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        self.read_within(buf, None).await
+    }
+
+    /// A read whose RECV carries a linked timeout: the kernel cancels it if nothing arrived
+    /// within `timeout`, and then nothing was consumed.
+    pub(crate) async fn read_timeout<B: IoBufMut>(
+        &self,
+        buf: B,
+        timeout: Duration,
+    ) -> BufResult<usize, B> {
+        self.read_within(buf, Some(timeout)).await
+    }
+
+    async fn read_within<B: IoBufMut>(
+        &self,
+        mut buf: B,
+        timeout: Option<Duration>,
+    ) -> BufResult<usize, B> {
         poll_fn(|cx| self.poll_turn(cx)).await;
         if let Some(r) = self.take_buffered(&mut buf) {
             return BufResult(r, buf);
@@ -138,20 +157,41 @@ impl Stream {
         if buf.bytes_total() == 0 {
             return BufResult(Ok(0), buf);
         }
-        let op = match op::recv(self.sock.raw(), buf) {
-            Ok(op) => op,
-            Err((e, buf)) => return BufResult(Err(e), buf),
-        };
-        self.reads.borrow_mut().in_flight = true;
         let state = Rc::clone(&self.reads);
-        let op = op.on_orphan(move |c, buf: B| ReadState::orphaned(&state, c, &buf));
-        let (c, mut buf) = op.await;
+        let (c, mut buf) = match timeout {
+            None => {
+                let op = match op::recv(self.sock.raw(), buf) {
+                    Ok(op) => op,
+                    Err((e, buf)) => return BufResult(Err(e), buf),
+                };
+                self.reads.borrow_mut().in_flight = true;
+                op.on_orphan(move |c, buf: B| ReadState::orphaned(&state, c, &buf))
+                    .await
+            }
+            Some(t) => {
+                let op = match op::recv_timeout(self.sock.raw(), buf, t) {
+                    Ok(op) => op,
+                    Err((e, buf)) => return BufResult(Err(e), buf),
+                };
+                self.reads.borrow_mut().in_flight = true;
+                let op = op.on_orphan(move |c, (buf, _timespec): (B, _)| {
+                    ReadState::orphaned(&state, c, &buf)
+                });
+                let (c, (buf, _timespec)) = op.await;
+                (c, buf)
+            }
+        };
         ReadState::finish(&self.reads);
         match c.into_io() {
             Ok(n) => {
                 // SAFETY: the kernel wrote n bytes at the start of the buffer.
                 unsafe { buf.set_init(n as usize) };
                 BufResult(Ok(n as usize), buf)
+            }
+            // With a linked timeout, ECANCELED means the timeout fired first.
+            Err(e) if timeout.is_some() && e.raw_os_error() == Some(libc::ECANCELED) => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "ringloop: read timed out");
+                BufResult(Err(e), buf)
             }
             Err(e) => BufResult(Err(e), buf),
         }

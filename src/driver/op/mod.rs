@@ -35,6 +35,41 @@ pub(crate) fn nop() -> io::Result<Op<()>> {
     unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }
 }
 
+/// An operation with a linked timeout: its data travels with the boxed timespec.
+pub(crate) type TimedOp<D> = Op<(D, Box<io_uring::types::Timespec>)>;
+
+/// Like [`Op::try_submit`], with a linked timeout of `timeout` (see
+/// `Driver::submit_op_with_timeout`): a CQE of `-ECANCELED` then means the time ran out.
+/// The boxed timespec travels with the data so that it outlives the kernel's read of it.
+///
+/// # Safety
+///
+/// As [`Op::submit`].
+pub(crate) unsafe fn try_submit_with_timeout<D: 'static>(
+    sqe: squeue::Entry,
+    timeout: std::time::Duration,
+    data: D,
+) -> Result<TimedOp<D>, (io::Error, D)> {
+    let ts = Box::new(
+        io_uring::types::Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos()),
+    );
+    let driver = current();
+    // SAFETY: forwarded from this function's contract for `sqe`; the timespec is boxed in
+    // the op's data, so its address is stable and it lives until the CQE.
+    let key = unsafe { driver.borrow_mut().submit_op_with_timeout(sqe, &*ts) };
+    match key {
+        Ok(key) => Ok(Op {
+            driver,
+            key,
+            data: Some((data, ts)),
+            on_orphan: None,
+        }),
+        Err(e) => Err((e, data)),
+    }
+}
+
 impl<T: 'static> Op<T> {
     /// Submits `sqe` on the current thread's ring.
     ///

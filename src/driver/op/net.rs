@@ -195,3 +195,21 @@ pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<Op<()>> {
     // SAFETY: SHUTDOWN carries no pointer.
     unsafe { Op::try_submit(sqe, ()) }.map_err(|(e, ())| e)
 }
+
+/// `recv` with a linked timeout: completes with `-ECANCELED` if nothing arrived within
+/// `timeout` (and then consumed nothing).
+pub(crate) fn recv_timeout<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    timeout: std::time::Duration,
+) -> Result<super::TimedOp<B>, (io::Error, B)> {
+    let sqe = opcode::Recv::new(
+        types::Fd(fd),
+        buf.stable_mut_ptr(),
+        len32(buf.bytes_total()),
+    )
+    .build();
+    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
+    // while the op owns the buffer.
+    unsafe { super::try_submit_with_timeout(sqe, timeout, buf) }
+}
