@@ -1,6 +1,7 @@
 //! [`PoolFuture`] and the completion state it shares with the job, the pool and
 //! [`wait`](super::wait) / [`as_completed`](super::as_completed) waiters.
 
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -73,10 +74,54 @@ struct Inner<T> {
     watchers: Vec<(Arc<Waiter>, usize)>,
 }
 
-/// Completion state shared by every handle to one job, the queued job itself, and waiters.
-pub(crate) struct Shared<T> {
+/// What a [`Shared`] carries besides the completion state: the job's closure ([`JobCell`]),
+/// or nothing (`()`) for futures no pool job completes (`Handle::spawn`, already failed).
+pub(crate) trait JobSlot: Send + Sync {}
+
+impl JobSlot for () {}
+
+/// A job's closure, kept in the same allocation as its completion state so that a submit
+/// costs one allocation.
+///
+/// # Invariant
+///
+/// Only the holder of the job's queue entry (one `Arc`, owned by the queue and then by the one
+/// worker that pops it) touches `f`: it takes the closure to run it, or to drop it when the job
+/// was cancelled or abandoned.
+pub(crate) struct JobCell<F> {
+    f: UnsafeCell<Option<F>>,
+}
+
+impl<F> JobCell<F> {
+    pub(crate) fn new(f: F) -> JobCell<F> {
+        JobCell {
+            f: UnsafeCell::new(Some(f)),
+        }
+    }
+
+    /// Takes the closure.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the job's queue entry (see the type's invariant).
+    pub(crate) unsafe fn take(&self) -> Option<F> {
+        // SAFETY: exclusive access by the caller's contract.
+        unsafe { (*self.f.get()).take() }
+    }
+}
+
+// SAFETY: the closure is touched by one thread at a time, the holder of the queue entry (the
+// type's invariant), and moving it between threads needs only `F: Send`.
+unsafe impl<F: Send> Sync for JobCell<F> {}
+
+impl<F: Send> JobSlot for JobCell<F> {}
+
+/// Completion state shared by every handle to one job, the queued job itself, and waiters;
+/// `job` holds the closure while queued (type-erased in handles: `Shared<T>`).
+pub(crate) struct Shared<T, J: ?Sized + JobSlot = dyn JobSlot> {
     inner: Mutex<Inner<T>>,
     cond: Condvar,
+    pub(crate) job: J,
 }
 
 /// Locks a mutex, ignoring poisoning: no user code ever runs while these locks are held.
@@ -93,8 +138,8 @@ fn outcome_of<T>(state: &State<T>) -> Option<Outcome> {
     }
 }
 
-impl<T> Shared<T> {
-    fn with_state(state: State<T>) -> Arc<Shared<T>> {
+impl<T, J: JobSlot> Shared<T, J> {
+    fn with_job(state: State<T>, job: J) -> Arc<Shared<T, J>> {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state,
@@ -104,10 +149,22 @@ impl<T> Shared<T> {
                 watchers: Vec::new(),
             }),
             cond: Condvar::new(),
+            job,
         })
     }
 
-    /// A fresh shared state for a queued job.
+    /// A fresh shared state for a queued job, holding its closure.
+    pub(crate) fn new_job(job: J) -> Arc<Shared<T, J>> {
+        Self::with_job(State::Pending, job)
+    }
+}
+
+impl<T> Shared<T> {
+    fn with_state(state: State<T>) -> Arc<Shared<T>> {
+        Shared::<T, ()>::with_job(state, ())
+    }
+
+    /// A fresh pending state that no pool job completes (`Handle::spawn` completes it).
     pub(crate) fn new_pending() -> Arc<Shared<T>> {
         Self::with_state(State::Pending)
     }

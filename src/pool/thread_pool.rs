@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, panic_message};
-use super::future::{PoolFuture, Shared, lock};
+use super::future::{JobCell, PoolFuture, Shared, lock};
 use super::map::Map;
 
 /// Default for [`ThreadPoolBuilder::idle_timeout`].
@@ -28,36 +28,39 @@ thread_local! {
     static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A queued unit of work: runs the job, or finishes its future without running it.
-pub(crate) trait Job: Send {
+/// A queued unit of work: runs the job, or finishes its future without running it. The queue
+/// entry is the job's shared state itself (one allocation per job; see `JobCell`).
+pub(crate) trait Job: Send + Sync {
     /// Runs the job unless its future was cancelled, and completes the future.
-    fn run(self: Box<Self>);
+    fn run(self: Arc<Self>);
     /// Finishes the future with `err` without running the job (if it is still pending).
-    fn abandon(self: Box<Self>, err: PoolError);
+    fn abandon(self: Arc<Self>, err: PoolError);
 }
 
-struct Task<F, T> {
-    f: F,
-    shared: Arc<Shared<T>>,
-}
-
-impl<F, T> Job for Task<F, T>
+impl<F, T> Job for Shared<T, JobCell<F>>
 where
-    F: FnOnce() -> T + Send,
-    T: Send,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
 {
-    fn run(self: Box<Self>) {
-        let Task { f, shared } = *self;
+    fn run(self: Arc<Self>) {
+        // SAFETY: this Arc is the job's queue entry, which the worker running it now holds.
+        let f = unsafe { self.job.take() };
+        let shared: Arc<Shared<T>> = self;
         if !shared.try_start() {
-            return; // cancelled while queued: never runs
+            return; // cancelled while queued: never runs (the closure drops here)
         }
+        let f = f.expect("ringloop: a queued job runs at most once");
         let result = catch_unwind(AssertUnwindSafe(f))
             .map_err(|payload| PoolError::Panicked(panic_message(&*payload)));
         Shared::complete(&shared, result);
     }
 
-    fn abandon(self: Box<Self>, err: PoolError) {
-        Shared::fail_if_pending(&self.shared, err);
+    fn abandon(self: Arc<Self>, err: PoolError) {
+        // SAFETY: as in `run`: the caller holds the queue entry.
+        let f = unsafe { self.job.take() };
+        let shared: Arc<Shared<T>> = self;
+        Shared::fail_if_pending(&shared, err);
+        drop(f);
     }
 }
 
@@ -70,7 +73,7 @@ enum Wake {
 
 /// Mutable pool state, under `PoolInner::state`.
 struct PoolState {
-    queue: VecDeque<Box<dyn Job>>,
+    queue: VecDeque<Arc<dyn Job>>,
     /// Live worker threads (including ones being spawned).
     threads: usize,
     /// Workers blocked on `work_cv`.
@@ -98,6 +101,7 @@ pub(crate) struct PoolInner {
     handles: Mutex<Vec<thread::JoinHandle<()>>>,
     /// `queue.len()`, readable without the lock by spinning workers.
     queued: AtomicUsize,
+
     /// How many idle workers may spin at once before sleeping.
     max_spinning: usize,
     max_workers: usize,
@@ -127,11 +131,9 @@ impl PoolInner {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let shared = Shared::new_pending();
-        let job: Box<dyn Job> = Box::new(Task {
-            f,
-            shared: Arc::clone(&shared),
-        });
+        let cell = Shared::new_job(JobCell::new(f));
+        let shared: Arc<Shared<T>> = cell.clone();
+        let job: Arc<dyn Job> = cell;
         let mut st = lock(&self.state);
         let refused = if let Some(why) = &st.broken {
             Some(PoolError::Broken(why.clone()))
@@ -142,7 +144,8 @@ impl PoolInner {
         };
         if let Some(err) = refused {
             drop(st);
-            drop(job); // user's closure is dropped outside our lock
+            // Drops the user's closure, outside our lock.
+            job.abandon(err.clone());
             return Err(err);
         }
         st.queue.push_back(job);
@@ -230,7 +233,7 @@ impl PoolInner {
             if let Some(job) = st.queue.pop_front() {
                 self.queued.store(st.queue.len(), Ordering::Relaxed);
                 // More work queued and nobody spinning: get another worker going
-                // before running this job (which may block for long).
+                // before running these jobs (which may block for long).
                 let wake = if !st.queue.is_empty() && st.spinning == 0 {
                     self.wake_one(&mut st)
                 } else {

@@ -13,7 +13,7 @@ use crate::future::ReturnWhen;
 fn unique<T>(futs: impl IntoIterator<Item = PoolFuture<T>>) -> Vec<PoolFuture<T>> {
     let mut seen = HashSet::new();
     futs.into_iter()
-        .filter(|f| seen.insert(Arc::as_ptr(f.shared()) as usize))
+        .filter(|f| seen.insert(Arc::as_ptr(f.shared()).cast::<()>() as usize))
         .collect()
 }
 
