@@ -50,6 +50,6 @@ fn main() {
     // map
     let inputs = [1, 2, 3].repeat(3);
     for r in executor.map(my_func, inputs) {
-        println!("{}", r.unwrap());
+        println!("{r}");
     }
 }

@@ -314,16 +314,27 @@ fn map_yields_results_in_input_order() {
             },
             0..8,
         )
-        .map(Result::unwrap)
         .collect();
     assert_eq!(out, [0, 1, 4, 9, 16, 25, 36, 49]);
 }
 
 #[test]
-fn map_yields_err_for_a_panicking_item() {
+#[should_panic(expected = "ThreadPool::map job failed: the job panicked: bad item 2")]
+fn map_panics_where_a_job_failed_as_python_reraises() {
+    let pool = ThreadPool::new(2);
+    let mut it = pool.map(
+        |v: i32| if v == 2 { panic!("bad item {v}") } else { v },
+        [1, 2, 3],
+    );
+    assert_eq!(it.next(), Some(1));
+    it.next();
+}
+
+#[test]
+fn try_map_yields_err_for_a_panicking_item() {
     let pool = ThreadPool::new(2);
     let out: Vec<Result<i32, PoolError>> = pool
-        .map(
+        .try_map(
             |v: i32| if v == 2 { panic!("bad item {v}") } else { v },
             [1, 2, 3],
         )
@@ -355,7 +366,7 @@ impl<I: Iterator> Iterator for Counting<I> {
 fn map_pulls_everything_up_front() {
     let pool = ThreadPool::new(2);
     let pulled = Arc::new(AtomicUsize::new(0));
-    let it = pool.map(
+    let it = pool.try_map(
         |v: u32| v,
         Counting {
             inner: 0..10u32,
@@ -370,7 +381,7 @@ fn map_pulls_everything_up_front() {
 fn map_buffered_bounds_look_ahead() {
     let pool = ThreadPool::new(2);
     let pulled = Arc::new(AtomicUsize::new(0));
-    let mut it = pool.map_buffered(
+    let mut it = pool.try_map_buffered(
         |v: u64| v * 2,
         Counting {
             inner: 0..100u64,
@@ -391,14 +402,14 @@ fn map_buffered_bounds_look_ahead() {
     }
     // Works on an infinite input too, and yields in order.
     let firsts: Vec<u64> = pool
-        .map_buffered(|v: u64| v, 0.., 2)
+        .try_map_buffered(|v: u64| v, 0.., 2)
         .take(5)
         .map(Result::unwrap)
         .collect();
     assert_eq!(firsts, [0, 1, 2, 3, 4]);
     // Short input: everything comes out.
     let all: Vec<u64> = pool
-        .map_buffered(|v: u64| v, 0..3, 10)
+        .try_map_buffered(|v: u64| v, 0..3, 10)
         .map(Result::unwrap)
         .collect();
     assert_eq!(all, [0, 1, 2]);
@@ -408,7 +419,7 @@ fn map_buffered_bounds_look_ahead() {
 #[should_panic(expected = "buffersize must be at least 1")]
 fn map_buffered_zero_panics() {
     let pool = ThreadPool::new(1);
-    let _ = pool.map_buffered(|v: u8| v, [1], 0);
+    let _ = pool.try_map_buffered(|v: u8| v, [1], 0);
 }
 
 #[test]
@@ -417,7 +428,7 @@ fn dropping_map_cancels_jobs_not_started() {
     let ran = Arc::new(AtomicUsize::new(0));
     let (gate, blockers) = block_workers(&pool, 1);
     let r2 = ran.clone();
-    let it = pool.map(move |_: u32| r2.fetch_add(1, Ordering::SeqCst), 0..5);
+    let it = pool.try_map(move |_: u32| r2.fetch_add(1, Ordering::SeqCst), 0..5);
     drop(it);
     gate.open();
     drop(blockers);
@@ -971,7 +982,7 @@ fn futures_and_pool_are_send_and_sync() {
 fn map_buffered_stops_at_shutdown() {
     let pool = ThreadPool::new(1);
     let pulled = Arc::new(AtomicUsize::new(0));
-    let mut it = pool.map_buffered(
+    let mut it = pool.try_map_buffered(
         |v: u64| v,
         Counting {
             inner: 0..,

@@ -107,8 +107,9 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 /// Writes `data` as the whole contents of a file, creating it (mode `0o666` less the umask) or
 /// truncating it, then closes it through the ring.
 ///
-/// `data` is any owned buffer: `Vec<u8>`, `Box<[u8]>`, `String` bytes (`s.into_bytes()`), a
-/// `&'static str`, or a `&'static [u8]` (write a byte-string literal as `&b"..."[..]`).
+/// `data` is anything that converts into a `Vec<u8>`, as with `std::fs::write`: a `Vec<u8>`,
+/// `String` or `Box<[u8]>` is moved without a copy; a `&str`, `&[u8]` or `&[u8; N]` (a
+/// byte-string literal) is copied once into the buffer the ring writes from.
 ///
 /// # Errors
 ///
@@ -120,13 +121,14 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 /// let path = std::env::temp_dir().join(format!("ringloop-doc-write-{}", std::process::id()));
 /// ringloop::run(async {
 ///     ringloop::fs::write(&path, "text").await?;
-///     ringloop::fs::write(&path, &b"bytes"[..]).await?;
+///     ringloop::fs::write(&path, b"bytes").await?;
 ///     assert_eq!(ringloop::fs::read(&path).await?, b"bytes");
 ///     ringloop::fs::remove_file(&path).await
 /// })
 /// .unwrap();
 /// ```
-pub async fn write(path: impl AsRef<Path>, data: impl IoBuf) -> io::Result<()> {
+pub async fn write(path: impl AsRef<Path>, data: impl Into<Vec<u8>>) -> io::Result<()> {
+    let data: Vec<u8> = data.into();
     let file = File::create(path).await?;
     file.write_all_at(data, 0).await.0?;
     file.close().await

@@ -1,5 +1,6 @@
-//! [`Map`]: the ordered result iterator of [`ThreadPool::map`](super::ThreadPool::map) and
-//! [`ThreadPool::map_buffered`](super::ThreadPool::map_buffered).
+//! [`Map`] and [`TryMap`]: the ordered result iterators of
+//! [`ThreadPool::map`](super::ThreadPool::map) and
+//! [`ThreadPool::try_map`](super::ThreadPool::try_map) (and their `_buffered` forms).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -9,8 +10,8 @@ use super::error::PoolError;
 use super::future::PoolFuture;
 use super::thread_pool::PoolInner;
 
-/// Iterator over the results of [`ThreadPool::map`](crate::pool::ThreadPool::map) /
-/// [`map_buffered`](crate::pool::ThreadPool::map_buffered), in input order.
+/// Iterator over the results of [`ThreadPool::try_map`](crate::pool::ThreadPool::try_map) /
+/// [`try_map_buffered`](crate::pool::ThreadPool::try_map_buffered), in input order.
 ///
 /// Each `next()` blocks until the next result in input order is ready and yields it
 /// as `Result<T, PoolError>` (`Err(PoolError::Panicked(msg))` for a job that panicked).
@@ -22,7 +23,7 @@ use super::thread_pool::PoolInner;
 /// before every item was submitted, the first item refused yields
 /// `Err(PoolError::Shutdown)` (or `Broken`) after the results before it, and iteration
 /// ends there: no more input is pulled (Python's `map` raises from `submit`).
-pub struct Map<I: Iterator, T> {
+pub struct TryMap<I: Iterator, T> {
     pool: Arc<PoolInner>,
     f: Arc<dyn Fn(I::Item) -> T + Send + Sync>,
     /// `Some` only in buffered mode, until the input is exhausted.
@@ -30,7 +31,7 @@ pub struct Map<I: Iterator, T> {
     pending: VecDeque<PoolFuture<T>>,
 }
 
-impl<I, T> Map<I, T>
+impl<I, T> TryMap<I, T>
 where
     I: Iterator,
     I::Item: Send + 'static,
@@ -42,7 +43,7 @@ where
         input: I,
         buffersize: Option<usize>,
     ) -> Self {
-        let mut map = Map {
+        let mut map = TryMap {
             pool,
             f,
             input: Some(input),
@@ -88,7 +89,7 @@ where
     }
 }
 
-impl<I, T> Iterator for Map<I, T>
+impl<I, T> Iterator for TryMap<I, T>
 where
     I: Iterator,
     I::Item: Send + 'static,
@@ -119,7 +120,7 @@ where
     }
 }
 
-impl<I: Iterator, T> Drop for Map<I, T> {
+impl<I: Iterator, T> Drop for TryMap<I, T> {
     fn drop(&mut self) {
         for fut in self.pending.drain(..) {
             fut.cancel();
@@ -127,11 +128,42 @@ impl<I: Iterator, T> Drop for Map<I, T> {
     }
 }
 
-impl<I: Iterator, T> fmt::Debug for Map<I, T> {
+impl<I: Iterator, T> fmt::Debug for TryMap<I, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
+        f.debug_struct("TryMap")
             .field("in_flight", &self.pending.len())
             .field("input_exhausted", &self.input.is_none())
             .finish()
+    }
+}
+
+/// Iterator over the values of [`ThreadPool::map`](crate::pool::ThreadPool::map) /
+/// [`map_buffered`](crate::pool::ThreadPool::map_buffered), in input order: a [`TryMap`] that
+/// yields `T` and panics, with the job's error, where a job failed (Python's `map` re-raises
+/// the job's exception there).
+#[derive(Debug)]
+pub struct Map<I: Iterator, T>(pub(crate) TryMap<I, T>);
+
+impl<I, T> Iterator for Map<I, T>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    T: Send + 'static,
+{
+    type Item = T;
+
+    /// # Panics
+    ///
+    /// If the job for this item panicked, was cancelled, or the pool was shut down or broken
+    /// before it ran; the panic message names the [`PoolError`]. Use
+    /// [`ThreadPool::try_map`](crate::pool::ThreadPool::try_map) to get the errors as values.
+    fn next(&mut self) -> Option<T> {
+        self.0
+            .next()
+            .map(|r| r.unwrap_or_else(|e| panic!("ringloop: ThreadPool::map job failed: {e}")))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
     }
 }

@@ -4,7 +4,7 @@
 //! |------------------------------------------|---------------------------------------------------|
 //! | `ThreadPoolExecutor(max_workers=n)`      | [`ThreadPool::new(n)`](ThreadPool::new) / [`ThreadPool::builder`] |
 //! | `executor.submit(fn)`                    | [`ThreadPool::submit`] → [`PoolFuture`]           |
-//! | `executor.map(fn, it, buffersize=b)`     | [`ThreadPool::map`] / [`ThreadPool::map_buffered`] |
+//! | `executor.map(fn, it, buffersize=b)`     | [`ThreadPool::map`] / [`ThreadPool::map_buffered`] (values; [`ThreadPool::try_map`] for `Result`s) |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`ThreadPool::shutdown`]; dropping the pool = `with` exit |
 //! | `future.result(timeout)` / `exception()` | [`PoolFuture::result`], [`PoolFuture::into_result`], [`PoolFuture::exception`] |
 //! | `future.cancel()` / `add_done_callback`  | [`PoolFuture::cancel`], [`PoolFuture::add_done_callback`] |
@@ -31,7 +31,7 @@
 //! for f in &futs {
 //!     println!("{}", f.result(None).unwrap());
 //! }
-//! let squares: Vec<u64> = pool.map(|v: u64| v * v, [4, 5]).map(Result::unwrap).collect();
+//! let squares: Vec<u64> = pool.map(|v: u64| v * v, [4, 5]).collect();
 //! assert_eq!(squares, [16, 25]);
 //! ```
 
@@ -45,7 +45,7 @@ mod wait;
 pub use self::blocking::spawn_blocking;
 pub use self::error::PoolError;
 pub use self::future::PoolFuture;
-pub use self::map::Map;
+pub use self::map::{Map, TryMap};
 pub use self::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use self::wait::{AsCompleted, as_completed, wait};
 pub use crate::future::ReturnWhen;

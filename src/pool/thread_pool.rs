@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{PoolError, panic_message};
 use super::future::{JobCell, PoolFuture, Shared, lock};
-use super::map::Map;
+use super::map::{Map, TryMap};
 
 /// Default for [`ThreadPoolBuilder::idle_timeout`].
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -424,11 +424,10 @@ impl ThreadPool {
     /// order**, like Python's `Executor.map`.
     ///
     /// All items are pulled from `iter` and submitted now (use
-    /// [`map_buffered`](Self::map_buffered) to bound that). Each item is yielded as
-    /// `Result<T, PoolError>`: a job that panicked yields `Err(PoolError::Panicked(msg))`
-    /// where Python would re-raise. Dropping the iterator cancels the jobs that have not
-    /// started (as Python closing the generator), so `collect::<Result<Vec<_>, _>>()`
-    /// stops the remaining work at the first error.
+    /// [`map_buffered`](Self::map_buffered) to bound that). The iterator yields the values;
+    /// where a job failed it panics with the job's [`PoolError`], as Python re-raises the
+    /// job's exception ([`try_map`](Self::try_map) yields `Result`s instead). Dropping the
+    /// iterator cancels the jobs that have not started (as Python closing the generator).
     ///
     /// # Examples
     ///
@@ -436,8 +435,8 @@ impl ThreadPool {
     /// use ringloop::ThreadPool;
     ///
     /// let pool = ThreadPool::new(3);
-    /// let out: Result<Vec<u32>, _> = pool.map(|x: u32| x * 10, [1, 2, 3]).collect();
-    /// assert_eq!(out.unwrap(), [10, 20, 30]);
+    /// let out: Vec<u32> = pool.map(|x: u32| x * 10, [1, 2, 3]).collect();
+    /// assert_eq!(out, [10, 20, 30]);
     /// ```
     pub fn map<I, F, T>(&self, f: F, iter: I) -> Map<I::IntoIter, T>
     where
@@ -446,12 +445,7 @@ impl ThreadPool {
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
-        Map::new(
-            Arc::clone(self.inner()),
-            Arc::new(f),
-            iter.into_iter(),
-            None,
-        )
+        Map(self.try_map(f, iter))
     }
 
     /// Like [`map`](Self::map), but with bounded look-ahead (Python 3.14's `buffersize`):
@@ -472,7 +466,6 @@ impl ThreadPool {
     /// let first: Vec<u64> = pool
     ///     .map_buffered(|x: u64| x + 1, 0.., 4) // infinite input
     ///     .take(3)
-    ///     .map(Result::unwrap)
     ///     .collect();
     /// assert_eq!(first, [1, 2, 3]);
     /// ```
@@ -483,11 +476,64 @@ impl ThreadPool {
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
+        Map(self.try_map_buffered(f, iter, buffersize))
+    }
+
+    /// Like [`map`](Self::map), yielding each job's `Result<T, PoolError>` instead of
+    /// panicking on a failed job: `Err(PoolError::Panicked(msg))` for a job that panicked.
+    /// `collect::<Result<Vec<_>, _>>()` stops at the first error, and dropping the iterator
+    /// then cancels the remaining jobs that have not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::{PoolError, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new(2);
+    /// let out: Vec<Result<u32, PoolError>> = pool
+    ///     .try_map(|x: u32| if x == 2 { panic!("two") } else { x }, [1, 2, 3])
+    ///     .collect();
+    /// assert_eq!(out[0], Ok(1));
+    /// assert_eq!(out[1], Err(PoolError::Panicked("two".into())));
+    /// ```
+    pub fn try_map<I, F, T>(&self, f: F, iter: I) -> TryMap<I::IntoIter, T>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        TryMap::new(
+            Arc::clone(self.inner()),
+            Arc::new(f),
+            iter.into_iter(),
+            None,
+        )
+    }
+
+    /// [`try_map`](Self::try_map) with the bounded look-ahead of
+    /// [`map_buffered`](Self::map_buffered).
+    ///
+    /// # Panics
+    ///
+    /// If `buffersize` is 0.
+    pub fn try_map_buffered<I, F, T>(
+        &self,
+        f: F,
+        iter: I,
+        buffersize: usize,
+    ) -> TryMap<I::IntoIter, T>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
         assert!(
             buffersize >= 1,
             "ThreadPool::map_buffered: buffersize must be at least 1"
         );
-        Map::new(
+        TryMap::new(
             Arc::clone(self.inner()),
             Arc::new(f),
             iter.into_iter(),
