@@ -462,3 +462,23 @@ fn compat_copy_and_read_to_end() {
         assert!(got == expect);
     });
 }
+
+#[test]
+fn connect_accepts_literal_addresses_and_refuses_host_names_clearly() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = format!("127.0.0.1:{port}");
+        let a = TcpStream::connect(text.as_str()).await.unwrap();
+        let b = TcpStream::connect(&text).await.unwrap();
+        let c = TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        for s in [&a, &b, &c] {
+            assert_eq!(s.peer_addr().unwrap().port(), port);
+        }
+        let err = TcpStream::connect("localhost:80").await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("connect_host"), "{err}");
+    });
+}

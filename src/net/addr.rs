@@ -141,3 +141,78 @@ pub(crate) fn unix_from_raw(raw: &RawAddr) -> io::Result<std::os::unix::net::Soc
         std::os::unix::net::SocketAddr::from_pathname(Path::new(OsStr::from_bytes(&bytes[..end])))
     }
 }
+
+/// An IP socket address given without a name lookup: what [`TcpStream::connect`] and
+/// [`UdpSocket::send_to`] accept. Implemented for `SocketAddr`, `SocketAddrV4`,
+/// `SocketAddrV6`, `(IpAddr, u16)`, `(Ipv4Addr, u16)`, `(Ipv6Addr, u16)`, and strings holding
+/// a literal address such as `"127.0.0.1:8080"` or `"[::1]:8080"`. A host name is refused
+/// (`InvalidInput`) rather than resolved on the loop thread, which would block it: resolve it
+/// with [`TcpStream::connect_host`], which uses the blocking pool.
+///
+/// [`TcpStream::connect`]: crate::net::TcpStream::connect
+/// [`TcpStream::connect_host`]: crate::net::TcpStream::connect_host
+/// [`UdpSocket::send_to`]: crate::net::UdpSocket::send_to
+pub trait ToSocketAddr: sealed::Sealed {
+    /// The address.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a string that is not a literal `ip:port`.
+    fn to_socket_addr(&self) -> io::Result<SocketAddr>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! literal_addr {
+    ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
+
+        impl ToSocketAddr for $ty {
+            fn to_socket_addr(&self) -> io::Result<SocketAddr> {
+                Ok(SocketAddr::from(*self))
+            }
+        }
+    )*};
+}
+
+literal_addr!(
+    SocketAddr,
+    SocketAddrV4,
+    SocketAddrV6,
+    (std::net::IpAddr, u16),
+    (Ipv4Addr, u16),
+    (Ipv6Addr, u16)
+);
+
+macro_rules! string_addr {
+    ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
+
+        impl ToSocketAddr for $ty {
+            fn to_socket_addr(&self) -> io::Result<SocketAddr> {
+                let s: &str = self.as_ref();
+                s.parse().map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "ringloop: {s:?} is not a literal ip:port address; resolve host \
+                             names with TcpStream::connect_host (on the blocking pool)"
+                        ),
+                    )
+                })
+            }
+        }
+    )*};
+}
+
+string_addr!(str, String);
+
+impl<T: ToSocketAddr + ?Sized> sealed::Sealed for &T {}
+
+impl<T: ToSocketAddr + ?Sized> ToSocketAddr for &T {
+    fn to_socket_addr(&self) -> io::Result<SocketAddr> {
+        (**self).to_socket_addr()
+    }
+}

@@ -31,6 +31,7 @@ mod tcp;
 mod udp;
 mod unix;
 
+pub use addr::ToSocketAddr;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};

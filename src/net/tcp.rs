@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::addr::{from_raw, to_raw};
+use super::addr::{ToSocketAddr, from_raw, to_raw};
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
 use super::{compat_stream, stream_methods};
@@ -157,13 +157,15 @@ impl TcpStream {
         }
     }
 
-    /// Connects to `addr` (IORING_OP_CONNECT). For a host name, see
+    /// Connects to `addr` (IORING_OP_CONNECT): a `SocketAddr`, an `(ip, port)` pair or a
+    /// literal `"ip:port"` string (see [`ToSocketAddr`]). For a host name, see
     /// [`connect_host`](TcpStream::connect_host).
     ///
     /// # Errors
     ///
     /// `ConnectionRefused` if nothing listens there, and the other errnos of `connect`.
-    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    pub async fn connect(addr: impl ToSocketAddr) -> io::Result<TcpStream> {
+        let addr = addr.to_socket_addr()?;
         let domain = if addr.is_ipv4() {
             libc::AF_INET
         } else {

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use super::addr::{from_raw, to_raw};
+use super::addr::{ToSocketAddr, from_raw, to_raw};
 use super::datagram;
 use super::socket::Socket;
 use crate::io::{BufResult, IoBuf, IoBufMut};
@@ -49,7 +49,11 @@ impl UdpSocket {
     }
 
     /// Sends `buf`'s initialized bytes as one datagram to `addr`; returns the count sent.
-    pub async fn send_to<B: IoBuf>(&self, buf: B, addr: SocketAddr) -> BufResult<usize, B> {
+    pub async fn send_to<B: IoBuf>(&self, buf: B, addr: impl ToSocketAddr) -> BufResult<usize, B> {
+        let addr = match addr.to_socket_addr() {
+            Ok(a) => a,
+            Err(e) => return BufResult(Err(e), buf),
+        };
         datagram::send_to(self.sock.raw(), buf, to_raw(&addr)).await
     }
 
