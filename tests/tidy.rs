@@ -202,15 +202,15 @@ fn no_unfinished_markers() {
     let mut offenders = Vec::new();
     for dir in ["src", "tests", "examples", "benches"] {
         for path in rust_files(&root.join(dir)) {
-            if path.ends_with("tidy.rs") {
-                continue;
-            }
             let text = std::fs::read_to_string(&path).unwrap();
             for (n, line) in text.lines().enumerate() {
-                if line.contains("todo!(")
-                    || line.contains("unimplemented!(")
-                    || line.contains("#[ignore")
-                {
+                // Built from pieces so that this file does not match itself.
+                let markers = [
+                    concat!("todo", "!("),
+                    concat!("unimplemented", "!("),
+                    concat!("#[", "ignore"),
+                ];
+                if markers.iter().any(|m| line.contains(m)) {
                     offenders.push(format!("{}:{}", path.display(), n + 1));
                 }
             }

@@ -260,10 +260,10 @@ impl<F: Future, O> FutureSet<F, O> {
     /// is the safety boundary: its only callers (`store`, `take_outputs`)
     /// never move a `Running(F)`.
     fn slots_mut(&mut self) -> &mut [Slot<F, O>] {
-        // SAFETY: callers uphold the pinning invariant documented on `slots`:
-        // through this reference a `Running(F)` is only pinned again in place
-        // (`poll_next`) or dropped in place by overwriting the whole slot;
-        // only `Done(O)` values, which are not structurally pinned, are moved.
+        // Callers uphold the pinning invariant documented on `slots`: through
+        // this reference a `Running(F)` is only pinned again in place
+        // (`poll_next`) or dropped in place by overwriting the whole slot.
+        // SAFETY: only `Done(O)` values, not structurally pinned, are moved.
         unsafe { self.slots.as_mut().get_unchecked_mut() }
     }
 

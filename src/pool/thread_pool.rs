@@ -203,12 +203,8 @@ impl PoolInner {
             let mut st = lock(&self.state);
             st.threads -= 1;
             // With no worker left nobody would ever run the queue: fail it.
-            let orphaned: Vec<_> = if st.threads == 0 {
-                st.queue.drain(..).collect()
-            } else {
-                Vec::new()
-            };
-            self.queued.store(st.queue.len(), Ordering::Relaxed);
+            let none_left = st.threads == 0;
+            let orphaned = self.take_queue_if(&mut st, none_left);
             drop(st);
             self.exit_cv.notify_all();
             let why = format!("could not start a worker thread: {e}");
@@ -287,8 +283,7 @@ impl PoolInner {
             .broken
             .get_or_insert_with(|| format!("initializer panicked: {msg}"))
             .clone();
-        let drained: Vec<_> = st.queue.drain(..).collect();
-        self.queued.store(0, Ordering::Relaxed);
+        let drained = self.take_queue_if(&mut st, true);
         st.threads -= 1;
         drop(st);
         self.work_cv.notify_all();
@@ -298,15 +293,20 @@ impl PoolInner {
         }
     }
 
+    /// Empties the queue if `cond` (keeping `queued` in step); the caller abandons the jobs
+    /// once the lock is released.
+    fn take_queue_if(&self, st: &mut PoolState, cond: bool) -> Vec<Arc<dyn Job>> {
+        if !cond {
+            return Vec::new();
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        st.queue.drain(..).collect()
+    }
+
     pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) {
         let mut st = lock(&self.state);
         st.shutdown = true;
-        let drained: Vec<_> = if cancel_futures {
-            st.queue.drain(..).collect()
-        } else {
-            Vec::new()
-        };
-        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        let drained = self.take_queue_if(&mut st, cancel_futures);
         drop(st);
         self.work_cv.notify_all();
         for job in drained {
