@@ -482,3 +482,46 @@ fn connect_accepts_literal_addresses_and_refuses_host_names_clearly() {
         assert!(err.to_string().contains("connect_host"), "{err}");
     });
 }
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+#[test]
+fn listeners_use_multishot_accept_and_close_promptly() {
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(listener.accept_mode(), "not yet");
+        // Several clients before and between accepts: each is accepted exactly once.
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (_, peer) = listener.accept().await.unwrap();
+            peers.push(peer);
+        }
+        if kernel_at_least(5, 19) {
+            assert_eq!(listener.accept_mode(), "multishot");
+        }
+        clients.push(TcpStream::connect(addr).await.unwrap());
+        let (_, peer) = listener.accept().await.unwrap();
+        peers.push(peer);
+        let mut mine: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        mine.sort();
+        peers.sort();
+        assert_eq!(peers, mine);
+        // Dropping the listener cancels its multishot request: new connections are refused.
+        drop(listener);
+        let err = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}

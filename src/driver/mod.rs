@@ -56,7 +56,13 @@ pub(crate) enum Lifecycle {
     Ignored(OrphanHandler),
     /// The CQE arrived and waits for its future to collect it.
     Completed(Completion),
+    /// A multishot operation (multishot accept): every CQE goes to the handler, run after the
+    /// reap like an orphan handler; the first CQE without `IORING_CQE_F_MORE` ends it.
+    Multishot(MultishotHandler),
 }
+
+/// Receives each completion of a multishot operation.
+pub(crate) type MultishotHandler = Rc<dyn Fn(Completion)>;
 
 /// Receives the completion of an operation whose future was dropped; owns its data.
 pub(crate) type OrphanHandler = Box<dyn FnOnce(Completion)>;
@@ -67,11 +73,15 @@ pub(crate) struct Completion {
     /// `cqe.res`: a count, or a negated errno.
     pub(crate) result: i32,
     /// `cqe.flags`.
-    #[allow(dead_code)]
     pub(crate) flags: u32,
 }
 
 impl Completion {
+    /// `IORING_CQE_F_MORE`: a multishot operation will post more CQEs.
+    pub(crate) fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+
     /// The result as `io::Result`, with a negative `res` turned into its errno.
     pub(crate) fn into_io(self) -> io::Result<u32> {
         if self.result < 0 {
@@ -207,6 +217,35 @@ impl Driver {
         unsafe { self.ring.submission().push_multiple(&entries) }
             .expect("ringloop: room for two SQEs was made just above");
         Ok(key)
+    }
+
+    /// Submits a multishot operation: each of its CQEs is handed to `handler` (after the reap,
+    /// outside the driver's borrow) until one comes without `IORING_CQE_F_MORE`. Returns the
+    /// key to cancel it with.
+    ///
+    /// # Safety
+    ///
+    /// As [`Driver::submit_op`]; the operations ringloop makes multishot carry no pointer.
+    pub(crate) unsafe fn submit_multishot(
+        &mut self,
+        sqe: squeue::Entry,
+        handler: MultishotHandler,
+    ) -> io::Result<usize> {
+        let key = self.ops.insert(Lifecycle::Multishot(handler));
+        // SAFETY: forwarded from this function's contract.
+        if let Err(e) = unsafe { self.push(sqe.user_data(key as u64)) } {
+            self.ops.remove(key);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Asks the kernel to end a multishot operation; its last CQE (`-ECANCELED`) reaches the
+    /// handler and removes the entry. A no-op if it already ended.
+    pub(crate) fn cancel_multishot(&mut self, key: usize) {
+        if matches!(self.ops.get(key), Some(Lifecycle::Multishot(_))) {
+            self.cancel(key);
+        }
     }
 
     /// Queues one SQE, flushing the submission queue to the kernel when it is full.
@@ -463,6 +502,14 @@ fn complete(
     let Some(entry) = ops.get_mut(key) else {
         unreachable!("ringloop: a CQE arrived for user_data {key}, which is not in flight");
     };
+    if let Lifecycle::Multishot(handler) = entry {
+        let handler = Rc::clone(handler);
+        if !c.more() {
+            ops.remove(key);
+        }
+        orphans.push((Box::new(move |c| handler(c)), c));
+        return;
+    }
     match std::mem::replace(entry, Lifecycle::Completed(c)) {
         Lifecycle::Submitted => {}
         Lifecycle::Waiting(waker) => to_wake.push(waker),
@@ -475,6 +522,7 @@ fn complete(
         Lifecycle::Completed(_) => {
             unreachable!("ringloop: a second CQE for single-shot operation {key}")
         }
+        Lifecycle::Multishot(_) => unreachable!("ringloop: handled above"),
     }
 }
 

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use crate::driver::Completion;
 use crate::driver::op::net::{self as op, RawAddr};
 
 /// An open socket. Dropping it closes the fd, after handing the ring's queued SQEs to the
@@ -89,6 +90,12 @@ fn flush_submissions() {
 /// for the next accept instead of closing it (which would reset the client). An accept
 /// waiting in the kernel also takes such a kept connection as soon as it appears (dropping,
 /// so cancelling, its own request), so no connection waits behind a pending accept.
+///
+/// Where the kernel has it (Linux 5.19), the listener keeps one multishot accept armed from
+/// its first `accept()` on: each connection the kernel accepts lands in `ready`, and an
+/// `accept()` takes from there, with no submission per connection. An error ends the
+/// multishot request; it is reported by the next `accept()`, which arms a new one. On older
+/// kernels (the first multishot CQE is `EINVAL`) single-shot accepts are used.
 #[derive(Debug, Default)]
 pub(crate) struct Acceptor {
     state: Rc<RefCell<AcceptState>>,
@@ -96,50 +103,174 @@ pub(crate) struct Acceptor {
 
 #[derive(Debug, Default)]
 struct AcceptState {
-    /// Connections accepted for cancelled futures.
+    /// Connections accepted and not yet returned.
     ready: VecDeque<(OwnedFd, Box<RawAddr>)>,
-    /// Accepts waiting in the kernel, to wake when `ready` grows.
+    /// Accepts waiting for `ready` to grow (or for the multishot request to end).
     waiters: Vec<Waker>,
+    multishot: Multishot,
+    /// The error that ended the multishot request, for the next accept.
+    error: Option<io::Error>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Multishot {
+    /// Never armed.
+    #[default]
+    Untried,
+    /// Armed; this is its key in the driver.
+    Armed { key: usize, accepted: bool },
+    /// Ended (an error, or the kernel stopped it); the next accept re-arms it.
+    Ended,
+    /// The kernel refused it: use single-shot accepts.
+    Unsupported,
+}
+
+impl AcceptState {
+    fn wake_all(state: &RefCell<AcceptState>) {
+        let waiters = std::mem::take(&mut state.borrow_mut().waiters);
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// One CQE of the multishot accept.
+    fn on_multishot(state: &RefCell<AcceptState>, c: Completion) {
+        {
+            let mut s = state.borrow_mut();
+            let more = c.more();
+            if c.result >= 0 {
+                // SAFETY: the kernel created this fd for us; nobody else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+                // A peer already gone has no address: drop (close) the connection.
+                if let Ok(addr) = op::peer_addr(fd.as_raw_fd()) {
+                    s.ready.push_back((fd, addr));
+                }
+                if let Multishot::Armed { accepted, .. } = &mut s.multishot {
+                    *accepted = true;
+                }
+            } else if c.result == -libc::EINVAL
+                && matches!(
+                    s.multishot,
+                    Multishot::Armed {
+                        accepted: false,
+                        ..
+                    }
+                )
+            {
+                // The kernel does not know multishot accept.
+                s.multishot = Multishot::Unsupported;
+            } else if c.result != -libc::ECANCELED {
+                s.error = Some(io::Error::from_raw_os_error(-c.result));
+            }
+            if !more && s.multishot != Multishot::Unsupported {
+                s.multishot = Multishot::Ended;
+            }
+        }
+        AcceptState::wake_all(state);
+    }
 }
 
 impl Acceptor {
     /// Accepts one connection: its fd (close-on-exec) and the peer's address.
     pub(crate) async fn accept(&self, sock: &Socket) -> io::Result<(OwnedFd, Box<RawAddr>)> {
-        if let Some(ready) = self.state.borrow_mut().ready.pop_front() {
-            return Ok(ready);
-        }
-        let state = Rc::clone(&self.state);
-        let mut op = op::accept(sock.raw())?.on_orphan(move |c, addr| {
-            if c.result >= 0 {
-                // SAFETY: the kernel created this fd for the cancelled accept; nobody else
-                // owns it.
-                let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-                let waiters = {
-                    let mut s = state.borrow_mut();
-                    s.ready.push_back((fd, addr));
-                    std::mem::take(&mut s.waiters)
-                };
-                for w in waiters {
-                    w.wake();
-                }
-            }
-        });
-        poll_fn(|cx| {
-            if let Poll::Ready((c, addr)) = Pin::new(&mut op).poll(cx) {
-                let fd = c.into_io()? as RawFd;
-                // SAFETY: as above: a fresh fd from the kernel, owned by nobody else.
-                return Poll::Ready(Ok((unsafe { OwnedFd::from_raw_fd(fd) }, addr)));
-            }
+        let multishot = poll_fn(|cx| {
             let mut s = self.state.borrow_mut();
             if let Some(ready) = s.ready.pop_front() {
-                // Returning drops `op`: its accept is cancelled, or kept if it won.
-                return Poll::Ready(Ok(ready));
+                return Poll::Ready(Some(Ok(ready)));
+            }
+            if let Some(e) = s.error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            match s.multishot {
+                Multishot::Unsupported => return Poll::Ready(None),
+                Multishot::Armed { .. } => {}
+                Multishot::Untried | Multishot::Ended => {
+                    let state = Rc::downgrade(&self.state);
+                    let handler = Rc::new(move |c: Completion| {
+                        if let Some(state) = state.upgrade() {
+                            AcceptState::on_multishot(&state, c);
+                        } else if c.result >= 0 {
+                            // The listener is gone: close what it accepted meanwhile.
+                            // SAFETY: a fresh fd from the kernel, owned by nobody else.
+                            drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+                        }
+                    });
+                    match op::accept_multishot(sock.raw(), handler) {
+                        Ok(key) => {
+                            s.multishot = Multishot::Armed {
+                                key,
+                                accepted: false,
+                            }
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
             }
             if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 s.waiters.push(cx.waker().clone());
             }
             Poll::Pending
         })
-        .await
+        .await;
+        match multishot {
+            Some(accepted) => accepted,
+            None => self.accept_single(sock).await,
+        }
+    }
+
+    /// One single-shot accept (kernels without multishot accept).
+    async fn accept_single(&self, sock: &Socket) -> io::Result<(OwnedFd, Box<RawAddr>)> {
+        {
+            let state = Rc::clone(&self.state);
+            let mut op = op::accept(sock.raw())?.on_orphan(move |c, addr| {
+                if c.result >= 0 {
+                    // SAFETY: the kernel created this fd for the cancelled accept; nobody
+                    // else owns it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+                    state.borrow_mut().ready.push_back((fd, addr));
+                    AcceptState::wake_all(&state);
+                }
+            });
+            poll_fn(|cx| {
+                if let Poll::Ready((c, addr)) = Pin::new(&mut op).poll(cx) {
+                    let fd = c.into_io()? as RawFd;
+                    // SAFETY: as above: a fresh fd from the kernel, owned by nobody else.
+                    return Poll::Ready(Ok((unsafe { OwnedFd::from_raw_fd(fd) }, addr)));
+                }
+                let mut s = self.state.borrow_mut();
+                if let Some(ready) = s.ready.pop_front() {
+                    // Returning drops `op`: its accept is cancelled, or kept if it won.
+                    return Poll::Ready(Ok(ready));
+                }
+                if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+            .await
+        }
+    }
+}
+
+impl Acceptor {
+    /// How accepts are made: "multishot", "single-shot", or "not yet" (a diagnostic for
+    /// tests).
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.state.borrow().multishot {
+            Multishot::Untried => "not yet",
+            Multishot::Armed { .. } | Multishot::Ended => "multishot",
+            Multishot::Unsupported => "single-shot",
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        if let Multishot::Armed { key, .. } = self.state.borrow().multishot {
+            // The request holds the listening socket open in the kernel: cancel it now, so
+            // that closing the listener refuses new connections at once.
+            op::cancel_multishot(key);
+            flush_submissions();
+        }
     }
 }

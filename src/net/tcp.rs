@@ -37,8 +37,10 @@ const BACKLOG: libc::c_int = 1024;
 /// ```
 #[derive(Debug)]
 pub struct TcpListener {
-    sock: Socket,
+    // Field order is drop order: the acceptor cancels its multishot accept (which holds the
+    // socket open in the kernel) before the socket's fd is closed.
     acceptor: Acceptor,
+    sock: Socket,
 }
 
 impl TcpListener {
@@ -65,10 +67,21 @@ impl TcpListener {
     ///
     /// The errno of `accept4`, e.g. `EMFILE` when the process is out of fds (the listener
     /// keeps working once fds are freed).
+    ///
+    /// On Linux 5.19+ the first accept arms a multishot accept that stays in the kernel:
+    /// connections are accepted as they arrive and handed out by later `accept` calls, with
+    /// no submission per connection (older kernels use one accept request per call).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = self.acceptor.accept(&self.sock).await?;
         let stream = TcpStream::from_fd(fd);
         Ok((stream, from_raw(&addr)?))
+    }
+
+    /// How this listener accepts: "multishot" (one request armed in the kernel, Linux
+    /// 5.19+), "single-shot", or "not yet" before the first accept. A diagnostic for tests.
+    #[doc(hidden)]
+    pub fn accept_mode(&self) -> &'static str {
+        self.acceptor.mode()
     }
 
     /// The address the listener is bound to (with the port the kernel picked for port 0).

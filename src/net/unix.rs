@@ -69,8 +69,9 @@ macro_rules! fd_impls {
 /// ```
 #[derive(Debug)]
 pub struct UnixListener {
-    sock: Socket,
+    // Drop order: see `TcpListener`.
     acceptor: Acceptor,
+    sock: Socket,
 }
 
 impl UnixListener {

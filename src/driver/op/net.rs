@@ -213,3 +213,39 @@ pub(crate) fn recv_timeout<B: IoBufMut>(
     // while the op owns the buffer.
     unsafe { super::try_submit_with_timeout(sqe, timeout, buf) }
 }
+
+/// A multishot `accept4(fd, NULL, NULL, SOCK_CLOEXEC)` (Linux 5.19): one CQE per accepted
+/// connection, its result the new fd, until a CQE without `IORING_CQE_F_MORE`. Carries no
+/// address pointer (one would be overwritten by every connection): the caller asks
+/// `getpeername`. Returns the key that cancels it.
+pub(crate) fn accept_multishot(
+    fd: RawFd,
+    handler: crate::driver::MultishotHandler,
+) -> io::Result<usize> {
+    let sqe = opcode::AcceptMulti::new(types::Fd(fd))
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+    let driver = crate::driver::current();
+    // SAFETY: the SQE carries no pointer.
+    unsafe { driver.borrow_mut().submit_multishot(sqe, handler) }
+}
+
+/// Ends a multishot operation started on this thread's ring (see `Driver::cancel_multishot`).
+pub(crate) fn cancel_multishot(key: usize) {
+    if let Some(driver) = crate::driver::try_current()
+        && let Ok(mut driver) = driver.try_borrow_mut()
+    {
+        driver.cancel_multishot(key);
+    }
+}
+
+/// The peer address of a connected socket (`getpeername`).
+pub(crate) fn peer_addr(fd: RawFd) -> io::Result<Box<RawAddr>> {
+    let mut addr = Box::new(RawAddr::empty());
+    // SAFETY: both pointers point into the boxed address, valid for the call.
+    let r = unsafe { libc::getpeername(fd, (&raw mut addr.storage).cast(), &raw mut addr.len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr)
+}
