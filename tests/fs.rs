@@ -738,3 +738,45 @@ fn io_uring_write_then_std_sees_it_and_vice_versa() {
         assert_eq!(buf, b"std!");
     });
 }
+
+/// Review findings: an offset beyond i64::MAX (u64::MAX even meant "the file position"), and
+/// fs::read of a huge sparse file aborting on allocation.
+#[test]
+fn offsets_beyond_i64_max_and_huge_files_are_errors() {
+    let dir = std::env::temp_dir().join(format!("ringloop-fs-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("f");
+    ringloop::run(async {
+        let file = ringloop::fs::File::create(&path).await.unwrap();
+        for pos in [u64::MAX, i64::MAX as u64 + 1] {
+            let ringloop::io::BufResult(r, _) = file.write_at(b"abc".to_vec(), pos).await;
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+            let ringloop::io::BufResult(r, _) = file.read_at(vec![0u8; 3], pos).await;
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        }
+        let ringloop::io::BufResult(r, _) = file.write_all_at(b"abc".to_vec(), u64::MAX).await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(
+            file.metadata().await.unwrap().len(),
+            0,
+            "nothing was written"
+        );
+        // A sparse file far larger than memory: an error, as std::fs::read gives.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1 << 50)
+            .or_else(|_| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(1 << 42)
+            })
+            .unwrap();
+        let err = ringloop::fs::read(&path).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

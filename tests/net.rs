@@ -525,3 +525,21 @@ fn listeners_use_multishot_accept_and_close_promptly() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     });
 }
+
+/// Review finding: a listener dropped outside block_on kept its multishot accept armed, and so
+/// its port.
+#[test]
+fn a_listener_dropped_outside_block_on_releases_its_port() {
+    let rt = ringloop::Runtime::new().unwrap();
+    let listener = rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.accept().await.unwrap();
+        listener
+    });
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    std::net::TcpListener::bind(addr).expect("the port is free again");
+}

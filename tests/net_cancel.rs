@@ -396,3 +396,20 @@ fn read_timeout_loses_no_byte() {
         );
     });
 }
+
+/// Review finding: `read_timeout(Duration::MAX)` was sent to the kernel as tv_sec = -1, which
+/// failed at once as a timeout.
+#[test]
+fn read_timeout_of_duration_max_waits_for_data() {
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let writer = ringloop::spawn(async move {
+            ringloop::sleep(Duration::from_millis(20)).await;
+            let BufResult(r, _) = a.write_all(b"late".to_vec()).await;
+            r.unwrap();
+        });
+        let BufResult(n, buf) = b.read_timeout(vec![0u8; 8], Duration::MAX).await;
+        assert_eq!(&buf[..n.unwrap()], b"late");
+        writer.await.unwrap();
+    });
+}

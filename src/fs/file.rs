@@ -148,6 +148,9 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_pos(pos) {
+            return BufResult(Err(e), buf);
+        }
         read_op(&self.fd, buf, pos).await
     }
 
@@ -159,6 +162,9 @@ impl File {
     /// `UnexpectedEof` if the file ends first (the buffer then holds what was read: a `Vec`'s
     /// length says how much); otherwise the kernel's. `Interrupted` is retried.
     pub async fn read_exact_at<B: IoBufMut>(&self, mut buf: B, pos: u64) -> BufResult<(), B> {
+        if let Err(e) = check_pos(pos) {
+            return BufResult(Err(e), buf);
+        }
         let total = buf.bytes_total();
         let mut done = 0;
         while done < total {
@@ -168,9 +174,8 @@ impl File {
             (res, buf) = if done == 0 {
                 read_op(&self.fd, buf, pos).await.into_parts()
             } else {
-                let (res, slice) = read_op(&self.fd, buf.slice(done..), pos + done as u64)
-                    .await
-                    .into_parts();
+                let at = pos.saturating_add(done as u64);
+                let (res, slice) = read_op(&self.fd, buf.slice(done..), at).await.into_parts();
                 (res, slice.into_inner())
             };
             match res {
@@ -200,6 +205,9 @@ impl File {
     /// The kernel's (e.g. `EBADF` on a file not open for writing). The buffer comes back either
     /// way.
     pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_pos(pos) {
+            return BufResult(Err(e), buf);
+        }
         write_op(&self.fd, buf, pos).await
     }
 
@@ -210,6 +218,9 @@ impl File {
     /// `WriteZero` if the kernel accepts no bytes; otherwise the kernel's. `Interrupted` is
     /// retried.
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        if let Err(e) = check_pos(pos) {
+            return BufResult(Err(e), buf);
+        }
         write_all_op(&self.fd, buf, Some(pos)).await
     }
 
@@ -346,6 +357,18 @@ impl File {
 }
 
 /// One read into `buf` at `pos`, with the buffer's initialized length updated.
+/// Offsets are `off_t` in the kernel: beyond `i64::MAX` they would read as negative, and
+/// `u64::MAX` (-1) would even mean "the file position".
+fn check_pos(pos: u64) -> io::Result<()> {
+    if pos > i64::MAX as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ringloop: file offset beyond i64::MAX",
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn read_op<B: IoBufMut>(fd: &SharedFd, buf: B, pos: u64) -> BufResult<usize, B> {
     let read = match op::read(fd, buf, pos) {
         Ok(read) => read,
@@ -379,7 +402,7 @@ async fn write_all_op<B: IoBuf>(fd: &SharedFd, mut buf: B, pos: Option<u64>) -> 
     let total = buf.bytes_init();
     let mut done = 0;
     while done < total {
-        let at = pos.map_or(CURRENT_POSITION, |p| p + done as u64);
+        let at = pos.map_or(CURRENT_POSITION, |p| p.saturating_add(done as u64));
         let res;
         (res, buf) = if done == 0 {
             write_op(fd, buf, at).await.into_parts()

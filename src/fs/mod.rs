@@ -68,8 +68,18 @@ async fn blocking(f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
 /// ```
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = File::open(path).await?;
-    let hint = file.metadata().await.map_or(0, |m| m.len() as usize);
-    let mut buf = Vec::with_capacity(hint);
+    let hint = file.metadata().await.map_or(0, |m| m.len());
+    // A huge (say sparse) file must give an error, not abort on allocation (as std::fs::read).
+    let mut buf = Vec::new();
+    usize::try_from(hint)
+        .ok()
+        .and_then(|hint| buf.try_reserve_exact(hint).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("ringloop::fs::read: cannot allocate {hint} bytes for the file"),
+            )
+        })?;
     loop {
         let len = buf.len();
         if len == buf.capacity() {

@@ -122,7 +122,17 @@ impl OpenOptions {
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
-        let (completion, _path) = op::open_at(path, flags, self.mode)?.await;
+        // A cancelled open whose openat succeeded anyway must not leak the new descriptor.
+        let open = op::open_at(path, flags, self.mode)?.on_orphan(|c, _path| {
+            if c.result >= 0 {
+                // SAFETY: the kernel opened this descriptor for the dropped open; nobody
+                // else owns it.
+                drop(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(c.result)
+                });
+            }
+        });
+        let (completion, _path) = open.await;
         let fd = completion.into_io()?;
         // SAFETY: a successful openat returned a new descriptor that nothing else owns.
         Ok(unsafe { File::from_new_fd(fd as i32) })

@@ -11,16 +11,20 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use crate::driver::Completion;
 use crate::driver::op::net::{self as op, RawAddr};
+use crate::driver::{Completion, DriverRef};
 
 /// An open socket. Dropping it closes the fd, after handing the ring's queued SQEs to the
 /// kernel: an SQE names the fd by number until the kernel consumes it, and a number closed
 /// too early could be reused by another file by then.
+///
+/// `!Send`: its SQEs are queued on the ring of the thread that made them, and only that
+/// thread can hand them to the kernel before the close (see `Drop`).
 #[derive(Debug)]
 pub(crate) struct Socket {
     /// `Some` until `into_fd`.
     fd: Option<OwnedFd>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Socket {
@@ -36,7 +40,10 @@ impl Socket {
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
-        Socket { fd: Some(fd) }
+        Socket {
+            fd: Some(fd),
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     pub(crate) fn raw(&self) -> RawFd {
@@ -95,7 +102,10 @@ fn flush_submissions() {
 /// its first `accept()` on: each connection the kernel accepts lands in `ready`, and an
 /// `accept()` takes from there, with no submission per connection. An error ends the
 /// multishot request; it is reported by the next `accept()`, which arms a new one. On older
-/// kernels (the first multishot CQE is `EINVAL`) single-shot accepts are used.
+/// kernels (the first multishot CQE is `EINVAL`) single-shot accepts are used. At most
+/// `ACCEPT_AHEAD` connections are taken ahead of `accept()` calls before the request is
+/// paused (so a server that stops accepting is not made to hold every incoming connection);
+/// the kernel may complete a burst that arrives before the loop runs in full.
 #[derive(Debug, Default)]
 pub(crate) struct Acceptor {
     state: Rc<RefCell<AcceptState>>,
@@ -110,7 +120,15 @@ struct AcceptState {
     multishot: Multishot,
     /// The error that ended the multishot request, for the next accept.
     error: Option<io::Error>,
+    /// The ring the multishot request is on (kept so it can be cancelled from anywhere,
+    /// also outside `block_on`).
+    driver: Option<DriverRef>,
 }
+
+/// Connections a listener accepts ahead of `accept()` calls before it pauses its multishot
+/// request (the rest wait in the kernel's backlog, as without multishot): bounds the fds a
+/// server that stops accepting can be made to hold.
+const ACCEPT_AHEAD: usize = 64;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Multishot {
@@ -145,8 +163,18 @@ impl AcceptState {
                 if let Ok(addr) = op::peer_addr(fd.as_raw_fd()) {
                     s.ready.push_back((fd, addr));
                 }
-                if let Multishot::Armed { accepted, .. } = &mut s.multishot {
-                    *accepted = true;
+                if let Multishot::Armed { key, .. } = s.multishot {
+                    s.multishot = Multishot::Armed {
+                        key,
+                        accepted: true,
+                    };
+                    if s.ready.len() >= ACCEPT_AHEAD
+                        && let Some(driver) = &s.driver
+                    {
+                        // Pause: the final -ECANCELED CQE marks the request ended, and the
+                        // next accept() that finds `ready` empty arms a new one.
+                        op::cancel_multishot(driver, key);
+                    }
                 }
             } else if c.result == -libc::EINVAL
                 && matches!(
@@ -195,7 +223,10 @@ impl Acceptor {
                             drop(unsafe { OwnedFd::from_raw_fd(c.result) });
                         }
                     });
-                    match op::accept_multishot(sock.raw(), handler) {
+                    let driver = crate::driver::current();
+                    let armed = op::accept_multishot(&driver, sock.raw(), handler);
+                    s.driver = Some(driver);
+                    match armed {
                         Ok(key) => {
                             s.multishot = Multishot::Armed {
                                 key,
@@ -266,11 +297,11 @@ impl Acceptor {
 
 impl Drop for Acceptor {
     fn drop(&mut self) {
-        if let Multishot::Armed { key, .. } = self.state.borrow().multishot {
+        let s = self.state.borrow();
+        if let (Multishot::Armed { key, .. }, Some(driver)) = (s.multishot, &s.driver) {
             // The request holds the listening socket open in the kernel: cancel it now, so
             // that closing the listener refuses new connections at once.
-            op::cancel_multishot(key);
-            flush_submissions();
+            op::cancel_multishot(driver, key);
         }
     }
 }

@@ -70,7 +70,10 @@ impl TcpListener {
     ///
     /// On Linux 5.19+ the first accept arms a multishot accept that stays in the kernel:
     /// connections are accepted as they arrive and handed out by later `accept` calls, with
-    /// no submission per connection (older kernels use one accept request per call).
+    /// no submission per connection (older kernels use one accept request per call). Once 64
+    /// connections wait unclaimed the request is paused, and further ones wait in the
+    /// kernel's backlog as they would without multishot; a burst that arrives before the loop
+    /// runs can still be taken ahead in full. Dropping the listener cancels the request.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = self.acceptor.accept(&self.sock).await?;
         let stream = TcpStream::from_fd(fd);

@@ -151,6 +151,7 @@ impl Runtime {
         loop {
             if main.woken.swap(false, Ordering::AcqRel) {
                 if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    self.local.flush_submissions();
                     return out;
                 }
             }
@@ -181,6 +182,7 @@ impl Runtime {
                 .stop_requested
                 .swap(false, Ordering::AcqRel)
             {
+                self.local.flush_submissions();
                 return;
             }
         }

@@ -168,6 +168,16 @@ impl Local {
         key
     }
 
+    /// Hands SQEs queued during the last poll (cancellations, operations started just before
+    /// `block_on` returned) to the kernel, so that none waits in the ring while the loop is not
+    /// running: an SQE names its fd by number, and a socket closed meanwhile could have its
+    /// number reused.
+    pub(crate) fn flush_submissions(&self) {
+        if let Ok(mut driver) = self.driver.try_borrow_mut() {
+            let _ = driver.flush_submissions();
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
     }

@@ -52,7 +52,9 @@ pub(crate) unsafe fn try_submit_with_timeout<D: 'static>(
 ) -> Result<TimedOp<D>, (io::Error, D)> {
     let ts = Box::new(
         io_uring::types::Timespec::new()
-            .sec(timeout.as_secs())
+            // The kernel reads a signed tv_sec: clamp so that Duration::MAX means "never",
+            // not -1 (which it refuses, failing the linked operation).
+            .sec(timeout.as_secs().min(i64::MAX as u64))
             .nsec(timeout.subsec_nanos()),
     );
     let driver = current();

@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::Op;
+use crate::driver::DriverRef;
 use crate::io::{IoBuf, IoBufMut};
 
 /// A socket address as the kernel reads and writes it: storage for any family, and its
@@ -219,23 +220,23 @@ pub(crate) fn recv_timeout<B: IoBufMut>(
 /// address pointer (one would be overwritten by every connection): the caller asks
 /// `getpeername`. Returns the key that cancels it.
 pub(crate) fn accept_multishot(
+    driver: &DriverRef,
     fd: RawFd,
     handler: crate::driver::MultishotHandler,
 ) -> io::Result<usize> {
     let sqe = opcode::AcceptMulti::new(types::Fd(fd))
         .flags(libc::SOCK_CLOEXEC)
         .build();
-    let driver = crate::driver::current();
     // SAFETY: the SQE carries no pointer.
     unsafe { driver.borrow_mut().submit_multishot(sqe, handler) }
 }
 
-/// Ends a multishot operation started on this thread's ring (see `Driver::cancel_multishot`).
-pub(crate) fn cancel_multishot(key: usize) {
-    if let Some(driver) = crate::driver::try_current()
-        && let Ok(mut driver) = driver.try_borrow_mut()
-    {
+/// Ends a multishot operation on `driver`'s ring and hands the cancellation to the kernel at
+/// once (see `Driver::cancel_multishot`). Works outside the runtime's `block_on` too.
+pub(crate) fn cancel_multishot(driver: &DriverRef, key: usize) {
+    if let Ok(mut driver) = driver.try_borrow_mut() {
         driver.cancel_multishot(key);
+        let _ = driver.flush_submissions();
     }
 }
 
