@@ -1,10 +1,8 @@
-//! Tests that count the process's file descriptors and threads: their own test binary, and
-//! serialised by `ALONE`, so that no other test opens fds or threads meanwhile.
+//! Checks that count the process's file descriptors and threads: their own test binary with a
+//! single #[test] (the harness runs each test on a thread of its own), so nothing else opens
+//! fds or threads meanwhile.
 
 use std::time::Duration;
-
-/// Held by each test here: the counts are process-wide.
-static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn count_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -15,8 +13,12 @@ fn count_threads() -> usize {
 }
 
 #[test]
+fn descriptors_and_threads_are_not_leaked() {
+    dropped_runtimes_leave_no_fd_or_thread();
+    cancelled_opens_and_unaccepted_connections_do_not_pile_up_fds();
+}
+
 fn dropped_runtimes_leave_no_fd_or_thread() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     // Warm up lazily initialised process state.
     ringloop::run(async {});
     let fds = count_fds();
@@ -42,9 +44,7 @@ fn dropped_runtimes_leave_no_fd_or_thread() {
 
 /// Review findings: a cancelled open whose openat succeeded leaked the fd; a listener with a
 /// multishot accept took every incoming connection without bound.
-#[test]
 fn cancelled_opens_and_unaccepted_connections_do_not_pile_up_fds() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     use std::future::Future;
     let path = std::env::temp_dir().join(format!("ringloop-leak-{}", std::process::id()));
     std::fs::write(&path, b"x").unwrap();
