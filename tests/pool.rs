@@ -1048,3 +1048,41 @@ fn error_messages_are_actionable() {
     assert!(PoolError::Broken(String::new()).is_broken());
     assert!(!PoolError::Shutdown.is_cancelled());
 }
+
+/// Review finding: awaiters were woken before the done callbacks ran, so an awaiter could move
+/// the value out before a callback's `result(None)` read it.
+#[test]
+fn a_done_callback_sees_the_result_even_when_an_awaiter_takes_it() {
+    for _ in 0..20 {
+        let pool = ThreadPool::new(1);
+        let fut = pool.submit(|| {
+            sleep_ms(5);
+            7u32
+        });
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let s = seen.clone();
+        fut.add_done_callback(move |f| *s.lock().unwrap() = Some(f.result(None)));
+        assert_eq!(futures::executor::block_on(fut), Ok(7));
+        assert_eq!(*seen.lock().unwrap(), Some(Ok(7)));
+    }
+}
+
+/// Review finding: two jobs calling shutdown(wait = true) on their own pool waited for each
+/// other forever.
+#[test]
+fn two_jobs_shutting_down_their_pool_do_not_deadlock() {
+    let pool = ThreadPool::new(2);
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let futs: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool2, barrier) = (pool.clone(), barrier.clone());
+            pool.submit(move || {
+                barrier.wait();
+                pool2.shutdown(true, false);
+            })
+        })
+        .collect();
+    for f in futs {
+        assert_eq!(f.result(Some(Duration::from_secs(10))), Ok(()));
+    }
+}

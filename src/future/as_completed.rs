@@ -18,7 +18,8 @@ use super::set::FutureSet;
 /// The returned [`AsCompleted`] is a [`Stream`] and also has an inherent
 /// [`next`](AsCompleted::next), so no extension trait is needed. It ends once
 /// every child has finished. Children run only while the stream is polled.
-/// Dropping it drops (cancels) every unfinished child.
+/// Dropping it drops (cancels) every unfinished child. Each input is a separate child:
+/// unlike asyncio (which takes a set), two clones of one `Promise` yield twice.
 ///
 /// ```
 /// # futures::executor::block_on(async {

@@ -44,7 +44,8 @@ where
 
 /// Future of [`shield`]: resolves to the shielded work's output, or the [`JoinError`] if it
 /// panicked or was cancelled directly (through [`Shielded::task`]). `Unpin`, so `&mut
-/// Shielded` can be awaited (and given up on) any number of times.
+/// Shielded` can be awaited, and given up on, any number of times until it resolves; once it
+/// has resolved, the output has been handed out and polling it again panics.
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
 pub struct Shielded<T> {

@@ -216,15 +216,8 @@ impl<T> Shared<T> {
         let callbacks = std::mem::take(&mut g.callbacks);
         let watchers = std::mem::take(&mut g.watchers);
         drop(g);
-        if notify_blocked {
-            this.cond.notify_all();
-        }
-        for (_, waker) in wakers {
-            waker.wake();
-        }
-        for (waiter, index) in watchers {
-            waiter.notify(index, outcome);
-        }
+        // Callbacks first: a callback gets the future so that it can call `result()`, which
+        // must not find the value already moved out by an awaiter woken before it.
         if !callbacks.is_empty() {
             let handle = PoolFuture {
                 shared: Arc::clone(this),
@@ -234,6 +227,15 @@ impl<T> Shared<T> {
             for cb in callbacks {
                 run_callback(cb, &handle);
             }
+        }
+        if notify_blocked {
+            this.cond.notify_all();
+        }
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+        for (waiter, index) in watchers {
+            waiter.notify(index, outcome);
         }
     }
 

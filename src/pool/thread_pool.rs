@@ -87,6 +87,8 @@ struct PoolState {
     spawned: usize,
     shutdown: bool,
     broken: Option<String>,
+    /// Workers blocked in `shutdown(wait = true)` called from their own job.
+    in_shutdown_wait: usize,
 }
 
 /// The state shared by every [`ThreadPool`] clone, the workers and [`Map`] iterators.
@@ -313,14 +315,25 @@ impl PoolInner {
             job.abandon(PoolError::Cancelled);
         }
         if wait {
-            // A job shutting down its own pool must not wait for its own thread.
-            let own = usize::from(CURRENT_POOL.get() == self.id());
+            // A job shutting down its own pool must not wait for its own thread, nor for
+            // other workers doing the same (each waits for the rest to exit).
+            let own = CURRENT_POOL.get() == self.id();
             let mut st = lock(&self.state);
-            while st.threads > own {
+            if own {
+                st.in_shutdown_wait += 1;
+                self.exit_cv.notify_all();
+            }
+            while st.threads > st.in_shutdown_wait {
                 st = self
                     .exit_cv
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner);
+            }
+            if own {
+                st.in_shutdown_wait -= 1;
+                // Those workers are still alive (in their jobs): only a caller from outside
+                // the pool joins the threads.
+                return;
             }
             drop(st);
             let me = thread::current().id();
@@ -704,6 +717,7 @@ impl ThreadPoolBuilder {
                 spawned: 0,
                 shutdown: false,
                 broken: None,
+                in_shutdown_wait: 0,
             }),
             work_cv: Condvar::new(),
             exit_cv: Condvar::new(),
