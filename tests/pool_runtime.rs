@@ -366,3 +366,45 @@ fn block_on_a_panicking_pool_job_does_not_kill_the_loop() {
     let t = rt.spawn(async { Err::<(), _>(JoinError::Cancelled) });
     assert_eq!(rt.block_on(t), Ok(Err(JoinError::Cancelled)));
 }
+
+/// Review finding: like asyncio's run_coroutine_threadsafe(...).cancel(), cancelling the
+/// PoolFuture of a Handle::spawn whose future is running stops it.
+#[test]
+fn handle_spawn_can_be_cancelled_while_running() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle();
+    let dropped_on = Arc::new(std::sync::Mutex::new(None));
+    struct Guard(Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+    let guard = Guard(dropped_on.clone());
+    let fut = handle.spawn(async move {
+        let _g = guard;
+        ringloop::sleep(Duration::from_secs(3600)).await;
+        1
+    });
+    let canceller = {
+        let (fut, handle) = (fut.clone(), handle.clone());
+        std::thread::spawn(move || {
+            while !fut.running() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let cancelled = fut.cancel();
+            let result = fut.result(Some(Duration::from_secs(10)));
+            handle.stop();
+            (cancelled, result)
+        })
+    };
+    rt.run_forever();
+    let (cancelled, result) = canceller.join().unwrap();
+    assert!(cancelled);
+    assert_eq!(result, Err(PoolError::Cancelled));
+    assert!(fut.cancelled());
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}

@@ -112,10 +112,13 @@ impl Handle {
                 .0
                 .take()
                 .expect("the guard holds the state until started");
-            if shared.try_start() {
+            let cancel = Arc::new(CancelSignal::default());
+            let signal = Arc::clone(&cancel);
+            if shared.try_start_cancellable(Box::new(move || signal.raise())) {
                 crate::spawn(Reporter {
                     future,
                     shared: Some(shared),
+                    cancel,
                 })
                 .detach();
             }
@@ -139,13 +142,49 @@ impl<T> Drop for NotStarted<T> {
     }
 }
 
+/// Set by `PoolFuture::cancel` (from any thread) to stop a running `Handle::spawn` future.
+#[derive(Default)]
+struct CancelSignal {
+    raised: std::sync::atomic::AtomicBool,
+    /// The waker of the task running the future.
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl CancelSignal {
+    fn raise(&self) {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// True if raised; otherwise remembers `waker` to be woken when it is.
+    fn check(&self, waker: &std::task::Waker) -> bool {
+        if self.raised.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+        drop(slot);
+        // A raise between the first load and the store above found no waker: look again.
+        self.raised.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Runs a `Handle::spawn` future on the loop and reports its outcome to the PoolFuture;
-    /// if dropped before it finished (the runtime closed), reports cancellation.
+    /// if dropped before it finished (the runtime closed) or cancelled through the
+    /// PoolFuture, reports cancellation.
     struct Reporter<F: Future> {
         #[pin]
         future: F,
         shared: Option<Arc<Shared<F::Output>>>,
+        cancel: Arc<CancelSignal>,
     }
 
     impl<F: Future> PinnedDrop for Reporter<F> {
@@ -162,6 +201,10 @@ impl<F: Future> Future for Reporter<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
+        if this.cancel.check(cx.waker()) {
+            // Returning finishes the task and drops the future; PinnedDrop reports Cancelled.
+            return Poll::Ready(());
+        }
         let future = this.future;
         let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,

@@ -72,6 +72,9 @@ struct Inner<T> {
     wakers: Vec<(u64, Waker)>,
     callbacks: Vec<Callback<T>>,
     watchers: Vec<(Arc<Waiter>, usize)>,
+    /// How to cancel the work once it runs, if it can be (a `Handle::spawn` future can; a
+    /// pool job cannot, as in concurrent.futures).
+    cancel_running: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// What a [`Shared`] carries besides the completion state: the job's closure ([`JobCell`]),
@@ -147,6 +150,7 @@ impl<T, J: JobSlot> Shared<T, J> {
                 wakers: Vec::new(),
                 callbacks: Vec::new(),
                 watchers: Vec::new(),
+                cancel_running: None,
             }),
             cond: Condvar::new(),
             job,
@@ -178,6 +182,42 @@ impl<T> Shared<T> {
             true
         } else {
             false
+        }
+    }
+
+    /// Like [`try_start`](Self::try_start), and records how to cancel the running work (so
+    /// that `PoolFuture::cancel` succeeds while it runs, as asyncio's does for
+    /// `run_coroutine_threadsafe`).
+    pub(crate) fn try_start_cancellable(&self, cancel: Box<dyn FnOnce() + Send>) -> bool {
+        let mut g = lock(&self.inner);
+        if matches!(g.state, State::Pending) {
+            g.state = State::Running;
+            g.cancel_running = Some(cancel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Cancels pending work, or running work that can be cancelled; see `PoolFuture::cancel`.
+    fn cancel(this: &Arc<Self>) -> bool {
+        let mut g = lock(&this.inner);
+        match g.state {
+            State::Pending => {
+                Self::finish(this, g, Err(PoolError::Cancelled));
+                true
+            }
+            State::Running => match g.cancel_running.take() {
+                Some(cancel) => {
+                    drop(g);
+                    // The work reports Cancelled itself when it stops.
+                    cancel();
+                    true
+                }
+                None => false,
+            },
+            State::Done(Err(PoolError::Cancelled)) => true,
+            _ => false,
         }
     }
 
@@ -446,7 +486,10 @@ impl<T> PoolFuture<T> {
     /// Cancels the job if it has not started: returns `true` and the job will never run
     /// (the future finishes with [`PoolError::Cancelled`], waking waiters and running
     /// done-callbacks on this thread). Also `true` if it was already cancelled.
-    /// Returns `false` if the job is running or finished.
+    /// Returns `false` if the job is running or finished; except for a future from
+    /// [`Handle::spawn`](crate::Handle::spawn), which, like asyncio's
+    /// `run_coroutine_threadsafe`, can also be cancelled while it runs: its task is dropped
+    /// at its next scheduling point and the future reports `Cancelled`.
     ///
     /// # Examples
     ///
@@ -465,7 +508,7 @@ impl<T> PoolFuture<T> {
     /// assert!(!busy.cancel()); // finished: too late
     /// ```
     pub fn cancel(&self) -> bool {
-        Shared::fail_if_pending(&self.shared, PoolError::Cancelled)
+        Shared::cancel(&self.shared)
     }
 
     /// `true` if the job was cancelled before it started.
