@@ -132,15 +132,6 @@ pub(crate) fn current() -> DriverRef {
         .expect("ringloop: I/O operations must be started from inside a ringloop runtime")
 }
 
-/// This thread's current driver, if any: unlike [`current`], never panics (outside a runtime,
-/// during thread-local destruction, or while the slot is borrowed it returns `None`).
-pub(crate) fn try_current() -> Option<DriverRef> {
-    CURRENT
-        .try_with(|c| c.try_borrow().ok().and_then(|d| d.clone()))
-        .ok()
-        .flatten()
-}
-
 impl Driver {
     pub(crate) fn new(config: &RingConfig, notifier: Arc<Notifier>) -> io::Result<Driver> {
         let ring = probe::setup(config)?;

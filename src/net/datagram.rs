@@ -1,13 +1,12 @@
 //! The datagram operations shared by `UdpSocket` and `UnixDatagram`; each converts addresses
 //! its own way around them.
 
-use std::os::fd::RawFd;
-
+use crate::driver::op::SharedFd;
 use crate::driver::op::net::{self as op, RawAddr};
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
 /// Sends `buf`'s initialized bytes as one datagram to `addr`.
-pub(crate) async fn send_to<B: IoBuf>(fd: RawFd, buf: B, addr: RawAddr) -> BufResult<usize, B> {
+pub(crate) async fn send_to<B: IoBuf>(fd: &SharedFd, buf: B, addr: RawAddr) -> BufResult<usize, B> {
     match op::send_to(fd, buf, addr) {
         Ok(op) => {
             let (c, (buf, _msg)) = op.await;
@@ -18,7 +17,10 @@ pub(crate) async fn send_to<B: IoBuf>(fd: RawFd, buf: B, addr: RawAddr) -> BufRe
 }
 
 /// Receives one datagram into `buf`; returns its length and the sender's raw address.
-pub(crate) async fn recv_from<B: IoBufMut>(fd: RawFd, buf: B) -> BufResult<(usize, RawAddr), B> {
+pub(crate) async fn recv_from<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: B,
+) -> BufResult<(usize, RawAddr), B> {
     match op::recv_from(fd, buf) {
         Ok(op) => {
             let (c, (mut buf, msg)) = op.await;
@@ -36,7 +38,7 @@ pub(crate) async fn recv_from<B: IoBufMut>(fd: RawFd, buf: B) -> BufResult<(usiz
 }
 
 /// Sends one datagram to the connected address.
-pub(crate) async fn send<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> {
+pub(crate) async fn send<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     match op::send(fd, buf) {
         Ok(op) => {
             let (c, buf) = op.await;
@@ -47,7 +49,7 @@ pub(crate) async fn send<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> {
 }
 
 /// Receives one datagram from the connected address.
-pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> BufResult<usize, B> {
+pub(crate) async fn recv<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     match op::recv(fd, buf) {
         Ok(op) => {
             let (c, mut buf) = op.await;

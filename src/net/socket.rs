@@ -9,21 +9,25 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use crate::driver::op::SharedFd;
 use crate::driver::op::net::{self as op, RawAddr};
 use crate::driver::{Completion, DriverRef};
 
-/// An open socket. Dropping it closes the fd, after handing the ring's queued SQEs to the
-/// kernel: an SQE names the fd by number until the kernel consumes it, and a number closed
-/// too early could be reused by another file by then.
+/// An open socket. Its fd is shared with the operations in flight on it, which keep it open
+/// until their CQEs (an SQE names the fd by number until the kernel consumes it, and a number
+/// closed too early could be reused by another file by then); dropping the socket closes the
+/// fd once the last of them is done.
 ///
 /// `!Send`: its SQEs are queued on the ring of the thread that made them, and only that
 /// thread can hand them to the kernel before the close (see `Drop`).
 #[derive(Debug)]
 pub(crate) struct Socket {
-    /// `Some` until `into_fd`.
-    fd: Option<OwnedFd>,
+    /// `Some` until `into_fd`. Shared with the in-flight operations, which keep the number
+    /// from being reused until their CQEs (see `Op::keep_fd`).
+    fd: Option<SharedFd>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -41,19 +45,29 @@ impl Socket {
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
         Socket {
-            fd: Some(fd),
+            fd: Some(Arc::new(fd)),
             _not_send: std::marker::PhantomData,
         }
     }
 
     pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_ref().expect("socket is open").as_raw_fd()
+        self.fd().as_raw_fd()
+    }
+
+    /// The descriptor, for an operation to keep open until its CQE.
+    pub(crate) fn fd(&self) -> &SharedFd {
+        self.fd.as_ref().expect("socket is open")
     }
 
     /// Gives the fd up (for a conversion into a std socket).
     pub(crate) fn into_fd(mut self) -> OwnedFd {
-        flush_submissions();
-        self.fd.take().expect("socket is open")
+        let fd = self.fd.take().expect("socket is open");
+        // Operations still in flight (cancelled ones awaiting their CQE) share the fd: hand
+        // out a duplicate then, and the original closes after them.
+        Arc::try_unwrap(fd).unwrap_or_else(|fd| {
+            fd.try_clone()
+                .expect("ringloop: cannot duplicate a socket's fd for the std conversion")
+        })
     }
 
     /// Runs `f` on a std view of this socket (for the synchronous calls std already has:
@@ -72,24 +86,6 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
-    }
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        if self.fd.is_some() {
-            flush_submissions();
-        }
-        // `fd` closes after this.
-    }
-}
-
-/// Hands queued SQEs to the kernel if a runtime is running on this thread.
-fn flush_submissions() {
-    if let Some(driver) = crate::driver::try_current()
-        && let Ok(mut driver) = driver.try_borrow_mut()
-    {
-        let _ = driver.flush_submissions();
     }
 }
 
@@ -214,6 +210,10 @@ impl Acceptor {
                 Multishot::Armed { .. } => {}
                 Multishot::Untried | Multishot::Ended => {
                     let state = Rc::downgrade(&self.state);
+                    // The request names the listener's fd by number only until the kernel
+                    // takes it; the acceptor's Drop cancels and flushes before the listener's
+                    // fd closes (field order), so the handler need not keep the fd open (which
+                    // would keep the port until the next pass of the loop).
                     let handler = Rc::new(move |c: Completion| {
                         if let Some(state) = state.upgrade() {
                             AcceptState::on_multishot(&state, c);
@@ -253,7 +253,7 @@ impl Acceptor {
     async fn accept_single(&self, sock: &Socket) -> io::Result<(OwnedFd, Box<RawAddr>)> {
         {
             let state = Rc::clone(&self.state);
-            let mut op = op::accept(sock.raw())?.on_orphan(move |c, addr| {
+            let mut op = op::accept(sock.fd())?.on_orphan(move |c, addr| {
                 if c.result >= 0 {
                     // SAFETY: the kernel created this fd for the cancelled accept; nobody
                     // else owns it.

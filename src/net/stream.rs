@@ -160,7 +160,7 @@ impl Stream {
         let state = Rc::clone(&self.reads);
         let (c, mut buf) = match timeout {
             None => {
-                let op = match op::recv(self.sock.raw(), buf) {
+                let op = match op::recv(self.sock.fd(), buf) {
                     Ok(op) => op,
                     Err((e, buf)) => return BufResult(Err(e), buf),
                 };
@@ -169,7 +169,7 @@ impl Stream {
                     .await
             }
             Some(t) => {
-                let op = match op::recv_timeout(self.sock.raw(), buf, t) {
+                let op = match op::recv_timeout(self.sock.fd(), buf, t) {
                     Ok(op) => op,
                     Err((e, buf)) => return BufResult(Err(e), buf),
                 };
@@ -201,7 +201,7 @@ impl Stream {
         if buf.bytes_init() == 0 {
             return BufResult(Ok(0), buf);
         }
-        match op::send(self.sock.raw(), buf) {
+        match op::send(self.sock.fd(), buf) {
             Ok(op) => {
                 let (c, buf) = op.await;
                 BufResult(c.into_io().map(|n| n as usize), buf)
@@ -230,7 +230,7 @@ impl Stream {
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
-        match op::sendv(self.sock.raw(), bufs) {
+        match op::sendv(self.sock.fd(), bufs) {
             Ok(op) => {
                 let (c, (bufs, _msg)) = op.await;
                 BufResult(c.into_io().map(|n| n as usize), bufs)
@@ -245,7 +245,7 @@ impl Stream {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        let (c, ()) = op::shutdown(self.sock.raw(), how)?.await;
+        let (c, ()) = op::shutdown(self.sock.fd(), how)?.await;
         c.into_io().map(drop)
     }
 

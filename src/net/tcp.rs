@@ -188,7 +188,7 @@ impl TcpStream {
             libc::AF_INET6
         };
         let sock = Socket::new(domain, libc::SOCK_STREAM)?;
-        let (c, _addr) = op::connect(sock.raw(), Box::new(to_raw(&addr)))?.await;
+        let (c, _addr) = op::connect(sock.fd(), Box::new(to_raw(&addr)))?.await;
         c.into_io()?;
         Ok(TcpStream {
             inner: Stream::new(sock),

@@ -54,24 +54,24 @@ impl UdpSocket {
             Ok(a) => a,
             Err(e) => return BufResult(Err(e), buf),
         };
-        datagram::send_to(self.sock.raw(), buf, to_raw(&addr)).await
+        datagram::send_to(self.sock.fd(), buf, to_raw(&addr)).await
     }
 
     /// Receives one datagram into `buf` (bytes beyond its capacity are discarded); returns the
     /// count and the sender's address.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        let BufResult(r, buf) = datagram::recv_from(self.sock.raw(), buf).await;
+        let BufResult(r, buf) = datagram::recv_from(self.sock.fd(), buf).await;
         BufResult(r.and_then(|(n, addr)| Ok((n, from_raw(&addr)?))), buf)
     }
 
     /// Sends `buf`'s initialized bytes as one datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        datagram::send(self.sock.raw(), buf).await
+        datagram::send(self.sock.fd(), buf).await
     }
 
     /// Receives one datagram from the connected address into `buf`.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        datagram::recv(self.sock.raw(), buf).await
+        datagram::recv(self.sock.fd(), buf).await
     }
 
     /// The local address.

@@ -141,7 +141,7 @@ impl UnixStream {
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let addr = unix_to_raw(path.as_ref())?;
         let sock = Socket::new(libc::AF_UNIX, libc::SOCK_STREAM)?;
-        let (c, _addr) = op::connect(sock.raw(), Box::new(addr))?.await;
+        let (c, _addr) = op::connect(sock.fd(), Box::new(addr))?.await;
         c.into_io()?;
         Ok(UnixStream::from_socket(sock))
     }
@@ -230,23 +230,23 @@ impl UnixDatagram {
             Ok(a) => a,
             Err(e) => return BufResult(Err(e), buf),
         };
-        datagram::send_to(self.sock.raw(), buf, addr).await
+        datagram::send_to(self.sock.fd(), buf, addr).await
     }
 
     /// Receives one datagram and the sender's address.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        let BufResult(r, buf) = datagram::recv_from(self.sock.raw(), buf).await;
+        let BufResult(r, buf) = datagram::recv_from(self.sock.fd(), buf).await;
         BufResult(r.and_then(|(n, addr)| Ok((n, unix_from_raw(&addr)?))), buf)
     }
 
     /// Sends one datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        datagram::send(self.sock.raw(), buf).await
+        datagram::send(self.sock.fd(), buf).await
     }
 
     /// Receives one datagram.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        datagram::recv(self.sock.raw(), buf).await
+        datagram::recv(self.sock.fd(), buf).await
     }
 
     /// The local address.

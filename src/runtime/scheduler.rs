@@ -170,8 +170,8 @@ impl Local {
 
     /// Hands SQEs queued during the last poll (cancellations, operations started just before
     /// `block_on` returned) to the kernel, so that none waits in the ring while the loop is not
-    /// running: an SQE names its fd by number, and a socket closed meanwhile could have its
-    /// number reused.
+    /// running (their operations keep their fds open meanwhile, but a cancellation should
+    /// not wait for the next `block_on`).
     pub(crate) fn flush_submissions(&self) {
         if let Ok(mut driver) = self.driver.try_borrow_mut() {
             let _ = driver.flush_submissions();

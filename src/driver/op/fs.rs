@@ -15,8 +15,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, types};
 
@@ -31,8 +30,7 @@ pub(crate) const MAX_RW: usize = 0x7fff_f000;
 /// `write(2)` do; it is also the only offset that works on pipes and sockets.
 pub(crate) const CURRENT_POSITION: u64 = u64::MAX;
 
-/// An open descriptor shared between a `File` and its in-flight operations.
-pub(crate) type SharedFd = Arc<OwnedFd>;
+pub(crate) use super::SharedFd;
 
 /// `IORING_OP_OPENAT` (5.6) relative to the current directory: `openat(AT_FDCWD, path, flags,
 /// mode)`. The CQE's result is the new descriptor.

@@ -6,7 +6,9 @@ pub(crate) mod net;
 
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use io_uring::squeue;
@@ -24,6 +26,8 @@ pub(crate) struct Op<T: 'static> {
     driver: DriverRef,
     key: usize,
     data: Option<T>,
+    /// The descriptor the SQE names, kept open until the CQE (see [`Op::keep_fd`]).
+    fd: Option<SharedFd>,
     /// What to do with the completion and the data if the future is dropped first; by default
     /// they are dropped.
     on_orphan: Option<Box<dyn FnOnce(Completion, T)>>,
@@ -34,6 +38,9 @@ pub(crate) fn nop() -> io::Result<Op<()>> {
     // SAFETY: a NOP carries no pointer.
     unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }
 }
+
+/// A descriptor shared by its owner (a `File`, a socket) and its in-flight operations.
+pub(crate) type SharedFd = Arc<OwnedFd>;
 
 /// An operation with a linked timeout: its data travels with the boxed timespec.
 pub(crate) type TimedOp<D> = Op<(D, Box<io_uring::types::Timespec>)>;
@@ -66,6 +73,7 @@ pub(crate) unsafe fn try_submit_with_timeout<D: 'static>(
             driver,
             key,
             data: Some((data, ts)),
+            fd: None,
             on_orphan: None,
         }),
         Err(e) => Err((e, data)),
@@ -102,10 +110,19 @@ impl<T: 'static> Op<T> {
                 driver,
                 key,
                 data: Some(data),
+                fd: None,
                 on_orphan: None,
             }),
             Err(e) => Err((e, data)),
         }
+    }
+
+    /// Keeps `fd` open until the operation's CQE, even if the future is dropped first: an SQE
+    /// names its descriptor by number, and a number closed while the SQE waits in the ring
+    /// could be reused by another file by the time the kernel reads it.
+    pub(crate) fn keep_fd(mut self, fd: &SharedFd) -> Op<T> {
+        self.fd = Some(Arc::clone(fd));
+        self
     }
 
     /// Sets what happens to the completion and the data if this future is dropped before the
@@ -140,9 +157,14 @@ impl<T: 'static> Drop for Op<T> {
         let Some(data) = self.data.take() else {
             return;
         };
+        // The handler owns the data and the descriptor until the CQE.
+        let fd = self.fd.take();
         let handler: super::OrphanHandler = match self.on_orphan.take() {
-            Some(f) => Box::new(move |c| f(c, data)),
-            None => Box::new(move |_| drop(data)),
+            Some(f) => Box::new(move |c| {
+                f(c, data);
+                drop(fd);
+            }),
+            None => Box::new(move |_| drop((data, fd))),
         };
         let ready = self.driver.borrow_mut().abandon(self.key, handler);
         if let Some((handler, completion)) = ready {

@@ -7,11 +7,12 @@
 //! that a buffer is never lost.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, types};
 
 use super::Op;
+use super::SharedFd;
 use crate::driver::DriverRef;
 use crate::io::{IoBuf, IoBufMut};
 
@@ -85,54 +86,66 @@ fn len32(n: usize) -> u32 {
 }
 
 /// `connect(fd, addr)`.
-pub(crate) fn connect(fd: RawFd, addr: Box<RawAddr>) -> io::Result<Op<Box<RawAddr>>> {
-    let sqe =
-        opcode::Connect::new(types::Fd(fd), (&raw const addr.storage).cast(), addr.len).build();
+pub(crate) fn connect(fd: &SharedFd, addr: Box<RawAddr>) -> io::Result<Op<Box<RawAddr>>> {
+    let sqe = opcode::Connect::new(
+        types::Fd(fd.as_raw_fd()),
+        (&raw const addr.storage).cast(),
+        addr.len,
+    )
+    .build();
     // SAFETY: the SQE points into the boxed address, which the op owns.
-    unsafe { Op::try_submit(sqe, addr) }.map_err(|(e, _)| e)
+    unsafe { Op::try_submit(sqe, addr) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, _)| e)
 }
 
 /// `accept4(fd, &addr, &len, SOCK_CLOEXEC)`: the peer's address lands in the returned box.
-pub(crate) fn accept(fd: RawFd) -> io::Result<Op<Box<RawAddr>>> {
+pub(crate) fn accept(fd: &SharedFd) -> io::Result<Op<Box<RawAddr>>> {
     let mut addr = Box::new(RawAddr::empty());
     let sqe = opcode::Accept::new(
-        types::Fd(fd),
+        types::Fd(fd.as_raw_fd()),
         (&raw mut addr.storage).cast(),
         &raw mut addr.len,
     )
     .flags(libc::SOCK_CLOEXEC)
     .build();
     // SAFETY: both pointers point into the boxed address, which the op owns.
-    unsafe { Op::try_submit(sqe, addr) }.map_err(|(e, _)| e)
+    unsafe { Op::try_submit(sqe, addr) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, _)| e)
 }
 
 /// `recv(fd, buf, bytes_total, 0)`.
-pub(crate) fn recv<B: IoBufMut>(fd: RawFd, mut buf: B) -> Result<Op<B>, (io::Error, B)> {
+pub(crate) fn recv<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> Result<Op<B>, (io::Error, B)> {
     let sqe = opcode::Recv::new(
-        types::Fd(fd),
+        types::Fd(fd.as_raw_fd()),
         buf.stable_mut_ptr(),
         len32(buf.bytes_total()),
     )
     .build();
     // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
     // while the op owns the buffer.
-    unsafe { Op::try_submit(sqe, buf) }
+    unsafe { Op::try_submit(sqe, buf) }.map(|op| op.keep_fd(fd))
 }
 
 /// `send(fd, buf, bytes_init, MSG_NOSIGNAL)`: a closed peer gives EPIPE, never SIGPIPE.
-pub(crate) fn send<B: IoBuf>(fd: RawFd, buf: B) -> Result<Op<B>, (io::Error, B)> {
-    let sqe = opcode::Send::new(types::Fd(fd), buf.stable_ptr(), len32(buf.bytes_init()))
-        .flags(libc::MSG_NOSIGNAL)
-        .build();
+pub(crate) fn send<B: IoBuf>(fd: &SharedFd, buf: B) -> Result<Op<B>, (io::Error, B)> {
+    let sqe = opcode::Send::new(
+        types::Fd(fd.as_raw_fd()),
+        buf.stable_ptr(),
+        len32(buf.bytes_init()),
+    )
+    .flags(libc::MSG_NOSIGNAL)
+    .build();
     // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_init bytes
     // while the op owns the buffer.
-    unsafe { Op::try_submit(sqe, buf) }
+    unsafe { Op::try_submit(sqe, buf) }.map(|op| op.keep_fd(fd))
 }
 
 /// `sendmsg` of several buffers in order (a gathered write), with MSG_NOSIGNAL.
 #[allow(clippy::type_complexity)]
 pub(crate) fn sendv<B: IoBuf>(
-    fd: RawFd,
+    fd: &SharedFd,
     bufs: Vec<B>,
 ) -> Result<Op<(Vec<B>, Box<Msg>)>, (io::Error, Vec<B>)> {
     let iovs = bufs
@@ -143,19 +156,21 @@ pub(crate) fn sendv<B: IoBuf>(
         })
         .collect();
     let msg = Msg::boxed(iovs, None);
-    let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const msg.hdr)
+    let sqe = opcode::SendMsg::new(types::Fd(fd.as_raw_fd()), &raw const msg.hdr)
         .flags(libc::MSG_NOSIGNAL as u32)
         .build();
     // SAFETY: the SQE points to the boxed header, which points to the iovecs' heap buffer
     // (owned by the box), which point to the buffers' stable heap bytes; the op owns the
     // buffers and the box.
-    unsafe { Op::try_submit(sqe, (bufs, msg)) }.map_err(|(e, (bufs, _))| (e, bufs))
+    unsafe { Op::try_submit(sqe, (bufs, msg)) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, (bufs, _))| (e, bufs))
 }
 
 /// `sendmsg` of one buffer to `addr` (an unconnected datagram socket), with MSG_NOSIGNAL.
 #[allow(clippy::type_complexity)]
 pub(crate) fn send_to<B: IoBuf>(
-    fd: RawFd,
+    fd: &SharedFd,
     buf: B,
     addr: RawAddr,
 ) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
@@ -164,19 +179,21 @@ pub(crate) fn send_to<B: IoBuf>(
         iov_len: buf.bytes_init(),
     };
     let msg = Msg::boxed(vec![iov], Some(addr));
-    let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const msg.hdr)
+    let sqe = opcode::SendMsg::new(types::Fd(fd.as_raw_fd()), &raw const msg.hdr)
         .flags(libc::MSG_NOSIGNAL as u32)
         .build();
     // SAFETY: as in `sendv`: header, address and iovec live in the box, the bytes in the
     // buffer; the op owns both.
-    unsafe { Op::try_submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, msg)) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `recvmsg` into one buffer, with the sender's address: read `Msg::addr` (length
 /// `Msg::name_len`) after the completion.
 #[allow(clippy::type_complexity)]
 pub(crate) fn recv_from<B: IoBufMut>(
-    fd: RawFd,
+    fd: &SharedFd,
     mut buf: B,
 ) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
     let iov = libc::iovec {
@@ -184,35 +201,39 @@ pub(crate) fn recv_from<B: IoBufMut>(
         iov_len: buf.bytes_total(),
     };
     let mut msg = Msg::boxed(vec![iov], Some(RawAddr::empty()));
-    let sqe = opcode::RecvMsg::new(types::Fd(fd), &raw mut msg.hdr).build();
+    let sqe = opcode::RecvMsg::new(types::Fd(fd.as_raw_fd()), &raw mut msg.hdr).build();
     // SAFETY: the header, address storage and iovec live in the box, the bytes in the
     // buffer's stable heap memory (bytes_total long); the op owns both.
-    unsafe { Op::try_submit(sqe, (buf, msg)) }.map_err(|(e, (buf, _))| (e, buf))
+    unsafe { Op::try_submit(sqe, (buf, msg)) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, (buf, _))| (e, buf))
 }
 
 /// `shutdown(fd, how)`.
-pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<Op<()>> {
-    let sqe = opcode::Shutdown::new(types::Fd(fd), how).build();
+pub(crate) fn shutdown(fd: &SharedFd, how: i32) -> io::Result<Op<()>> {
+    let sqe = opcode::Shutdown::new(types::Fd(fd.as_raw_fd()), how).build();
     // SAFETY: SHUTDOWN carries no pointer.
-    unsafe { Op::try_submit(sqe, ()) }.map_err(|(e, ())| e)
+    unsafe { Op::try_submit(sqe, ()) }
+        .map(|op| op.keep_fd(fd))
+        .map_err(|(e, ())| e)
 }
 
 /// `recv` with a linked timeout: completes with `-ECANCELED` if nothing arrived within
 /// `timeout` (and then consumed nothing).
 pub(crate) fn recv_timeout<B: IoBufMut>(
-    fd: RawFd,
+    fd: &SharedFd,
     mut buf: B,
     timeout: std::time::Duration,
 ) -> Result<super::TimedOp<B>, (io::Error, B)> {
     let sqe = opcode::Recv::new(
-        types::Fd(fd),
+        types::Fd(fd.as_raw_fd()),
         buf.stable_mut_ptr(),
         len32(buf.bytes_total()),
     )
     .build();
     // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
     // while the op owns the buffer.
-    unsafe { super::try_submit_with_timeout(sqe, timeout, buf) }
+    unsafe { super::try_submit_with_timeout(sqe, timeout, buf) }.map(|op| op.keep_fd(fd))
 }
 
 /// A multishot `accept4(fd, NULL, NULL, SOCK_CLOEXEC)` (Linux 5.19): one CQE per accepted
