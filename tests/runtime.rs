@@ -541,3 +541,36 @@ fn a_panicking_waker_does_not_lose_other_wakes() {
     });
     assert_eq!(out, Ok(Ok(7)));
 }
+
+/// SQPOLL: a kernel thread consumes the submission queue. Where it is allowed the runtime must
+/// work the same (submissions, timers, cross-thread wakes); where it is not, the error says so.
+#[test]
+fn an_sqpoll_runtime_works_or_says_why_not() {
+    match Runtime::builder().sqpoll(10).build() {
+        Ok(rt) => {
+            let handle = rt.handle();
+            let n = rt.block_on(async {
+                let tasks: Vec<_> = (0..1000)
+                    .map(|_| ringloop::spawn(async { ringloop::io::nop().await.unwrap() }))
+                    .collect();
+                let count = tasks.len();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                ringloop::sleep(Duration::from_millis(5)).await;
+                count
+            });
+            assert_eq!(n, 1000);
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                handle.stop();
+            });
+            rt.run_forever();
+            t.join().unwrap();
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains("SQPOLL"), "{e}");
+        }
+    }
+}
