@@ -50,6 +50,9 @@
 //!
 //!    Goal: ringloop at least as fast as the tokio `fs::File` loop.
 
+mod common;
+use common::{env_parse, median, ringloop_rt, tokio_rt};
+
 use std::fs::File as StdFile;
 use std::io::{Read, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -89,17 +92,6 @@ impl Rng {
     fn offset(&mut self, blocks: u64) -> u64 {
         (self.next() % blocks) * BLOCK as u64
     }
-}
-
-fn ringloop_rt() -> ringloop::Runtime {
-    ringloop::Runtime::new().expect("ringloop runtime")
-}
-
-fn tokio_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// The bench's files; the directory is removed when this drops.
@@ -474,20 +466,6 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Free bytes on the file system holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -577,7 +555,7 @@ fn main() {
                 results[i].push(value);
             }
         }
-        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+        let medians: Vec<f64> = results.iter().map(|r| median(r)).collect();
         let ours = w
             .variants
             .iter()

@@ -29,6 +29,9 @@
 //! Without the `--bench` flag (under `cargo test --all-targets`) it runs a smoke test: one
 //! repetition at 1% of the requests.
 
+mod common;
+use common::median;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -330,11 +333,6 @@ fn load(addr: SocketAddr, size: usize, per_conn: usize) -> Duration {
     start.elapsed()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let reps: usize = if bench {
@@ -371,8 +369,8 @@ fn main() {
                 rps[i].push(r);
             }
         }
-        let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
-        let rps: Vec<f64> = rps.into_iter().map(median).collect();
+        let cpu: Vec<f64> = cpu.iter().map(|v| median(v)).collect();
+        let rps: Vec<f64> = rps.iter().map(|v| median(v)).collect();
         rows.push((size, cpu, rps));
     }
     println!();

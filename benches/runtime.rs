@@ -75,6 +75,9 @@
 //!    once per repetition as a `python3` subprocess (shown as "-" if `python3` is missing).
 //!    Measures the submit / hand-off / completion path of the thread pools. Metric: ns per job.
 
+mod common;
+use common::{env_parse, median, ringloop_rt, tokio_rt};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Command;
@@ -123,17 +126,6 @@ fn timer_delay(i: usize) -> Duration {
 static POLLED: AtomicUsize = AtomicUsize::new(0);
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn ringloop_rt() -> ringloop::Runtime {
-    ringloop::Runtime::new().expect("ringloop runtime")
-}
-
-fn tokio_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn ns_per(elapsed: Duration, n: usize) -> f64 {
     elapsed.as_nanos() as f64 / n as f64
@@ -881,31 +873,6 @@ fn workloads() -> Vec<Workload> {
             ],
         },
     ]
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
-    )
-}
-
-/// Median of the values that are not NaN (a run that could not measure); NaN if none.
-fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 /// A value for the table; NaN (not measured) as "-".

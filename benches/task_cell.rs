@@ -9,6 +9,9 @@
 //!
 //! `cargo bench --bench task_cell` (env BENCH_REPS, default 5; medians).
 
+mod common;
+use common::median;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -148,11 +151,6 @@ fn async_task_yield() -> f64 {
     start.elapsed().as_nanos() as f64 / YIELDS as f64
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     // `cargo test --all-targets` runs bench binaries without --bench: stay quick there.
     if !std::env::args().any(|a| a == "--bench") {
@@ -175,6 +173,6 @@ fn main() {
     };
     println!("| workload (ns) |   ringloop | async-task mini | ratio |");
     println!("|----------------|------------|-----------------|-------|");
-    row("spawn / task", median(rs), median(ats));
-    row("yield", median(ry), median(aty));
+    row("spawn / task", median(&rs), median(&ats));
+    row("yield", median(&ry), median(&aty));
 }

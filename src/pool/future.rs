@@ -57,6 +57,30 @@ impl Waiter {
         })
     }
 
+    /// Sleeps on the condvar until notified, or until `deadline`. Returns `None` (releasing
+    /// the lock) if the deadline had passed before the wait.
+    pub(crate) fn wait_events<'a>(
+        &self,
+        events: MutexGuard<'a, Vec<(usize, Outcome)>>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, Vec<(usize, Outcome)>>> {
+        match deadline {
+            None => Some(
+                self.cond
+                    .wait(events)
+                    .unwrap_or_else(PoisonError::into_inner),
+            ),
+            Some(deadline) => {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                let (events, _) = self
+                    .cond
+                    .wait_timeout(events, left)
+                    .unwrap_or_else(PoisonError::into_inner);
+                Some(events)
+            }
+        }
+    }
+
     fn notify(&self, index: usize, outcome: Outcome) {
         lock(&self.events).push((index, outcome));
         self.cond.notify_one();

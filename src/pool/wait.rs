@@ -2,7 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::PoolError;
@@ -81,24 +81,9 @@ pub fn wait<T>(
             if satisfied(done, failed) {
                 break;
             }
-            match deadline {
-                None => {
-                    events = waiter
-                        .cond
-                        .wait(events)
-                        .unwrap_or_else(PoisonError::into_inner)
-                }
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    events = waiter
-                        .cond
-                        .wait_timeout(events, deadline - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
+            match waiter.wait_events(events, deadline) {
+                Some(guard) => events = guard,
+                None => break,
             }
         }
     }
@@ -201,26 +186,11 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let mut events = lock(&self.waiter.events);
             while events.is_empty() {
-                match self.deadline {
+                match self.waiter.wait_events(events, self.deadline) {
+                    Some(guard) => events = guard,
                     None => {
-                        events = self
-                            .waiter
-                            .cond
-                            .wait(events)
-                            .unwrap_or_else(PoisonError::into_inner)
-                    }
-                    Some(deadline) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            self.timed_out = true;
-                            return Some(Err(PoolError::Timeout));
-                        }
-                        events = self
-                            .waiter
-                            .cond
-                            .wait_timeout(events, deadline - now)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
+                        self.timed_out = true;
+                        return Some(Err(PoolError::Timeout));
                     }
                 }
             }
