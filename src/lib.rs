@@ -32,7 +32,10 @@
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("ringloop runs only on Linux (it is built on io_uring); see LINUX_ONLY.md");
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("ringloop needs a 64-bit target (its syscalls pass 64-bit offsets in one word)");
 
+mod buf;
 mod driver;
 pub mod fs;
 pub mod future;
@@ -42,6 +45,7 @@ pub mod net;
 pub mod pool;
 mod runtime;
 
+pub use driver::DriverKind;
 pub use future::{
     AsCompleted, AsCompletedUntil, Elapsed, Gather, Promise, PromiseError, ReturnWhen, Shielded,
     TryGather, WaitFor, Waitable, as_completed, as_completed_until, gather, gather2, gather3,

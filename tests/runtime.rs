@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ringloop::{Handle, Runtime};
+use ringloop::{DriverKind, Handle, Runtime};
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()
@@ -357,19 +357,23 @@ fn nested_runtimes_on_separate_threads_are_independent() {
 }
 
 /// Installs a seccomp filter that makes io_uring_setup fail with EPERM, as Docker's default
-/// profile does, then checks the error Runtime::new gives. Runs in a child process, because
-/// the filter cannot be removed.
+/// profile does, then checks the error that asking for io_uring gives. Runs in a child
+/// process, because the filter cannot be removed.
 #[test]
 fn io_uring_refused_by_seccomp_gives_a_clear_error() {
     const CHILD: &str = "RINGLOOP_TEST_SECCOMP_CHILD";
     if std::env::var_os(CHILD).is_some() {
         deny_io_uring_setup();
-        let err = Runtime::new().unwrap_err();
+        let err = Runtime::builder()
+            .driver(DriverKind::IoUring)
+            .build()
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
         println!("ERROR: {err}");
         return;
     }
-    let stdout = support::rerun_in_child("io_uring_refused_by_seccomp_gives_a_clear_error", CHILD);
+    let stdout =
+        rerun_without_driver_override("io_uring_refused_by_seccomp_gives_a_clear_error", CHILD);
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("ERROR: ").map(|(_, e)| e))
@@ -378,6 +382,89 @@ fn io_uring_refused_by_seccomp_gives_a_clear_error() {
     assert!(line.contains("os error 1"), "names the errno: {line}");
     assert!(line.contains("seccomp"), "names the likely cause: {line}");
     assert!(line.contains("LINUX_ONLY.md"), "points to the docs: {line}");
+}
+
+/// Runs a test again in a child with `env_var` set and `RINGLOOP_DRIVER` unset (the seccomp
+/// tests check what `Auto` chooses), returning its stdout.
+fn rerun_without_driver_override(name: &str, env_var: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env_var, "1")
+        .env_remove("RINGLOOP_DRIVER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Where seccomp refuses io_uring (Docker's default profile), a program runs unchanged: the
+/// default runtime picks epoll and serves TCP, UDP, Unix sockets, files, timers and the
+/// thread pool.
+#[test]
+fn where_seccomp_refuses_io_uring_the_default_runtime_runs_on_epoll() {
+    const CHILD: &str = "RINGLOOP_TEST_SECCOMP_EPOLL_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let stdout = rerun_without_driver_override(
+            "where_seccomp_refuses_io_uring_the_default_runtime_runs_on_epoll",
+            CHILD,
+        );
+        assert!(stdout.contains("SERVED ON Epoll"), "{stdout}");
+        return;
+    }
+    deny_io_uring_setup();
+    let rt = Runtime::new().expect("the default runtime falls back to epoll");
+    assert_eq!(rt.driver_kind(), DriverKind::Epoll);
+    rt.block_on(async {
+        use ringloop::io::BufResult;
+        // TCP echo.
+        let listener = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ringloop::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let BufResult(n, buf) = stream.read(Vec::with_capacity(16)).await;
+            assert_eq!(n.unwrap(), 4);
+            stream.write_all(buf).await.0.unwrap();
+        });
+        let client = ringloop::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"ping".to_vec()).await.0.unwrap();
+        let BufResult(n, buf) = client.read(Vec::with_capacity(16)).await;
+        assert_eq!((n.unwrap(), &buf[..]), (4, &b"ping"[..]));
+        server.await.unwrap();
+        // UDP.
+        let a = ringloop::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = ringloop::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.send_to(b"dgram".to_vec(), b.local_addr().unwrap())
+            .await
+            .0
+            .unwrap();
+        let BufResult(r, buf) = b.recv_from(Vec::with_capacity(16)).await;
+        assert_eq!(r.unwrap().1, a.local_addr().unwrap());
+        assert_eq!(buf, b"dgram");
+        // Unix stream.
+        let (x, y) = ringloop::net::UnixStream::pair().unwrap();
+        x.write_all("unix").await.0.unwrap();
+        let BufResult(n, buf) = y.read(Vec::with_capacity(8)).await;
+        assert_eq!((n.unwrap(), &buf[..]), (4, &b"unix"[..]));
+        // Files.
+        let path = std::env::temp_dir().join(format!("ringloop-seccomp-{}", std::process::id()));
+        ringloop::fs::write(&path, "file bytes").await.unwrap();
+        assert_eq!(ringloop::fs::read(&path).await.unwrap(), b"file bytes");
+        ringloop::fs::remove_file(&path).await.unwrap();
+        // Timers.
+        let start = std::time::Instant::now();
+        ringloop::sleep(Duration::from_millis(5)).await;
+        assert!(start.elapsed() >= Duration::from_millis(5));
+        // The thread pool and the blocking pool.
+        let pool = ringloop::ThreadPool::new(2);
+        assert_eq!(pool.submit(|| 6 * 7).await.unwrap(), 42);
+        assert_eq!(ringloop::spawn_blocking(|| 7).await.unwrap(), 7);
+    });
+    println!("SERVED ON {:?}", rt.driver_kind());
 }
 
 fn deny_io_uring_setup() {

@@ -1,22 +1,32 @@
-//! The only code that speaks io_uring: the ring, the table of in-flight operations keyed by
-//! `user_data`, submission, reaping, parking with a deadline, cancellation of in-flight
-//! operations, and the eventfd read that lets other threads wake a parked loop.
+//! The driver: the only code that speaks io_uring (`driver/uring`) or epoll (`driver/epoll`).
+//! It owns the table of in-flight operations, runs each operation (as an SQE, a readiness-driven
+//! non-blocking syscall, or a syscall on its blocking threads), parks with a deadline, cancels,
+//! and lets other threads wake a parked loop. Everything above it sees one operation type
+//! (`op::OpCode`), one future (`op::Op`) and one result type (`io::Result<u32>`), and never
+//! learns which driver ran an operation.
 //!
 //! # Ground rules
 //!
 //! * The driver lives in an `Rc<RefCell<Driver>>` owned by one loop thread. Only that thread
-//!   pushes SQEs or reaps CQEs. Other threads reach the loop only through [`Notifier`].
-//! * Every SQE that carries a pointer into user memory has an entry in [`Driver::ops`], and that
-//!   entry owns the memory (directly, or through the [`Op`] future that created it) until the
-//!   entry's CQE has been reaped. Dropping an [`Op`] early moves its data into the entry
-//!   ([`Lifecycle::Ignored`]) and submits an `ASYNC_CANCEL`; the data is freed when the CQE comes.
+//!   submits, reaps or parks. Other threads reach the loop only through [`Notifier`]; the
+//!   blocking threads hand results back through `blocking::Pool` and the same notifier.
+//! * Every operation the kernel (or a blocking thread) may still be running has an entry in the
+//!   table, and the entry owns the operation's memory (directly, or through the [`op::Op`]
+//!   future that created it) until the result has been collected. Dropping an `Op` early moves
+//!   its data into the entry ([`Lifecycle::Ignored`]) and cancels; the data is freed when the
+//!   result comes. An epoll operation still waiting for readiness has run no syscall, so it is
+//!   withdrawn at once.
 //! * Dropping the driver cancels everything in flight and waits, for a bounded time, for the
-//!   CQEs; data whose CQE never came is leaked rather than freed.
+//!   results; data whose result never came is leaked rather than freed.
 //! * The driver knows nothing of tasks: it stores and wakes `Waker`s.
 
+pub(crate) mod accept;
+pub(crate) mod blocking;
+mod epoll;
+pub(crate) mod fd;
 pub(crate) mod notify;
 pub(crate) mod op;
-pub(crate) mod probe;
+mod uring;
 
 use std::cell::RefCell;
 use std::io;
@@ -25,88 +35,266 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 pub(crate) use notify::Notifier;
+use op::{OpCode, Plan};
 
-pub(crate) use probe::RingConfig;
+/// Which driver a runtime runs on.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::{DriverKind, Runtime};
+///
+/// // Auto (the default) takes io_uring where the kernel allows it, else epoll.
+/// let rt = Runtime::new()?;
+/// assert_ne!(rt.driver_kind(), DriverKind::Auto);
+///
+/// // Epoll works everywhere.
+/// let rt = Runtime::builder().driver(DriverKind::Epoll).build()?;
+/// assert_eq!(rt.driver_kind(), DriverKind::Epoll);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverKind {
+    /// io_uring when the kernel allows it, else epoll; `RINGLOOP_DRIVER=io_uring|epoll`
+    /// overrides the choice.
+    #[default]
+    Auto,
+    /// io_uring only: building fails, with an error that names the cause, where it is refused.
+    IoUring,
+    /// epoll readiness, with file operations on the driver's blocking threads.
+    Epoll,
+}
 
-/// `user_data` of the eventfd read that wakes a parked loop.
-const NOTIFY_USER_DATA: u64 = u64::MAX;
-/// `user_data` of `ASYNC_CANCEL` requests; their own CQEs carry nothing we need.
-const CANCEL_USER_DATA: u64 = u64::MAX - 1;
-/// `user_data` of `LINK_TIMEOUT`s; their CQEs (`-ETIME` when they fired, `-ECANCELED` when the
-/// operation finished first) carry nothing we need: the operation's own CQE tells.
-const LINK_TIMEOUT_USER_DATA: u64 = u64::MAX - 2;
-/// How long dropping the driver waits for the CQEs of cancelled operations before it leaks
-/// their buffers instead.
+/// Options the runtime's `Builder` passes down to the driver.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DriverConfig {
+    pub(crate) kind: DriverKind,
+    /// Submission queue entries (the kernel rounds up to a power of two).
+    pub(crate) entries: u32,
+    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            kind: DriverKind::Auto,
+            entries: 256,
+            sqpoll_idle_ms: None,
+        }
+    }
+}
+
+/// How long the driver waits, when it closes, for the results of cancelled operations before
+/// it leaks their data instead.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A raw result that means "the time limit of [`op::Op::submit_within`] passed".
+const TIMED_OUT: i32 = i32::MIN;
+
+/// The result type above the driver.
+fn result_of(raw: i32) -> io::Result<u32> {
+    match raw {
+        TIMED_OUT => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "ringloop: the operation timed out",
+        )),
+        r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+        r => Ok(r as u32),
+    }
+}
+
+/// What the data of a dropped operation receives: `None` when the cancellation won (the
+/// operation did nothing).
+fn orphan_result(raw: i32) -> Option<io::Result<u32>> {
+    match raw {
+        TIMED_OUT => None,
+        r if r == -libc::ECANCELED || r == -libc::EINTR => None,
+        r => Some(result_of(r)),
+    }
+}
 
 /// Where an in-flight operation is in its life.
 pub(crate) enum Lifecycle {
     /// Submitted; nobody has polled it yet.
     Submitted,
-    /// Submitted; this waker wants the completion.
+    /// Submitted; this waker wants the result.
     Waiting(Waker),
-    /// The future was dropped before the completion. The entry keeps the operation's data
-    /// (buffers, addresses) alive inside this handler until the CQE arrives; the handler then
-    /// gets the completion and the data (to drop them, or to keep bytes a cancelled read
-    /// received anyway).
+    /// The future was dropped first. The entry keeps the operation's data alive inside this
+    /// handler until the result arrives; the handler then gets the result and the data (to
+    /// drop them, or to keep bytes a cancelled read received anyway).
     Ignored(OrphanHandler),
-    /// The CQE arrived and waits for its future to collect it.
-    Completed(Completion),
-    /// A multishot operation (multishot accept): every CQE goes to the handler, run after the
-    /// reap like an orphan handler; the first CQE without `IORING_CQE_F_MORE` ends it.
+    /// The raw result (a count, or a negated errno) waits for its future to collect it.
+    Completed(i32),
+    /// A multishot operation (io_uring's multishot accept): every completion goes to the
+    /// handler, run after the reap like an orphan handler, until one says no more will come.
     Multishot(MultishotHandler),
 }
 
-/// Receives each completion of a multishot operation.
-pub(crate) type MultishotHandler = Rc<dyn Fn(Completion)>;
+/// How an entry's operation runs, so a cancellation knows whom to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// An SQE on the ring.
+    Ring,
+    /// A syscall on the blocking threads (cannot be stopped; its result is awaited).
+    Blocking,
+    /// Waits for readiness in the epoll driver (withdrawn at once on cancellation).
+    Ready,
+    /// Completes on the next pass (a NOP, or a result known at submission).
+    Local,
+}
 
-/// Receives the completion of an operation whose future was dropped; owns its data.
-pub(crate) type OrphanHandler = Box<dyn FnOnce(Completion)>;
+struct Entry {
+    life: Lifecycle,
+    via: Via,
+    /// Submitted with a time limit (io_uring: a linked timeout, whose `-ECANCELED` means
+    /// "timed out").
+    timed: bool,
+}
 
-/// What a CQE said.
+/// One completion of a multishot operation: the raw result and whether more will come.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Completion {
-    /// `cqe.res`: a count, or a negated errno.
+pub(crate) struct MultishotEvent {
     pub(crate) result: i32,
-    /// `cqe.flags`.
-    pub(crate) flags: u32,
+    pub(crate) more: bool,
 }
 
-impl Completion {
-    /// `IORING_CQE_F_MORE`: a multishot operation will post more CQEs.
-    pub(crate) fn more(&self) -> bool {
-        io_uring::cqueue::more(self.flags)
-    }
+/// Receives each completion of a multishot operation.
+pub(crate) type MultishotHandler = Rc<dyn Fn(MultishotEvent)>;
 
-    /// The result as `io::Result`, with a negative `res` turned into its errno.
-    pub(crate) fn into_io(self) -> io::Result<u32> {
-        if self.result < 0 {
-            Err(io::Error::from_raw_os_error(-self.result))
-        } else {
-            Ok(self.result as u32)
-        }
-    }
-}
+/// Receives the result of an operation whose future was dropped; owns its data.
+pub(crate) type OrphanHandler = Box<dyn FnOnce(Option<io::Result<u32>>)>;
 
-/// The ring and its in-flight table. See the module docs for who may touch what.
-pub(crate) struct Driver {
-    ring: IoUring,
-    /// In-flight operations; an entry's key is its SQEs' `user_data`.
-    ops: Slab<Lifecycle>,
-    notifier: Arc<Notifier>,
-    /// The 8-byte buffer of the eventfd read. Boxed so its address is stable; leaked, not freed,
-    /// if the read is still in flight when the driver goes away.
-    notify_buf: Box<u64>,
-    /// Whether the eventfd read is in flight.
-    notify_armed: bool,
+/// The table of in-flight operations, keyed by `user_data` (io_uring) or registration order,
+/// shared by both backends.
+struct Table {
+    ops: Slab<Entry>,
     /// Wakers collected while reaping, woken after the reap so no waker runs under our borrow.
     to_wake: Vec<Waker>,
-    /// Orphan handlers whose CQE arrived, run after the reap for the same reason.
-    orphans: Vec<(OrphanHandler, Completion)>,
+    /// Orphan handlers whose result arrived, run after the reap for the same reason.
+    orphans: Vec<(OrphanHandler, Option<io::Result<u32>>)>,
+}
+
+impl Table {
+    fn insert(&mut self, life: Lifecycle, via: Via, timed: bool) -> usize {
+        self.ops.insert(Entry { life, via, timed })
+    }
+
+    fn via(&self, key: usize) -> Via {
+        self.ops[key].via
+    }
+
+    fn is_timed(&self, key: usize) -> bool {
+        self.ops.get(key).is_some_and(|e| e.timed)
+    }
+
+    /// Records the raw result of single-shot operation `key`.
+    fn complete(&mut self, key: usize, raw: i32) {
+        let Some(entry) = self.ops.get_mut(key) else {
+            unreachable!("ringloop: a result arrived for operation {key}, which is not in flight");
+        };
+        match std::mem::replace(&mut entry.life, Lifecycle::Completed(raw)) {
+            Lifecycle::Submitted => {}
+            Lifecycle::Waiting(waker) => self.to_wake.push(waker),
+            Lifecycle::Ignored(handler) => {
+                // The future is gone and the kernel is done with the data: hand both to the
+                // handler.
+                self.ops.remove(key);
+                self.orphans.push((handler, orphan_result(raw)));
+            }
+            Lifecycle::Completed(_) => {
+                unreachable!("ringloop: a second result for single-shot operation {key}")
+            }
+            Lifecycle::Multishot(_) => {
+                unreachable!("ringloop: a multishot operation completed as single-shot")
+            }
+        }
+    }
+
+    /// Records one completion of multishot operation `key`.
+    fn complete_multishot(&mut self, key: usize, event: MultishotEvent) {
+        let Some(Entry {
+            life: Lifecycle::Multishot(handler),
+            ..
+        }) = self.ops.get(key)
+        else {
+            unreachable!("ringloop: a multishot completion for {key}, which is not multishot");
+        };
+        let handler = Rc::clone(handler);
+        if !event.more {
+            self.ops.remove(key);
+        }
+        self.orphans.push((Box::new(move |_| handler(event)), None));
+    }
+
+    /// Takes the result of `key` if it has arrived, else records `waker`.
+    fn poll(&mut self, key: usize, waker: &Waker) -> Option<io::Result<u32>> {
+        let entry = self
+            .ops
+            .get_mut(key)
+            .expect("ringloop: polled an operation that is not in flight");
+        match &entry.life {
+            Lifecycle::Completed(raw) => {
+                let raw = *raw;
+                self.ops.remove(key);
+                Some(result_of(raw))
+            }
+            Lifecycle::Waiting(w) if w.will_wake(waker) => None,
+            _ => {
+                entry.life = Lifecycle::Waiting(waker.clone());
+                None
+            }
+        }
+    }
+
+    /// The future of `key` was dropped: the entry takes `handler` (which owns the data). Returns
+    /// the handler and its result if the operation had already completed.
+    fn abandon(
+        &mut self,
+        key: usize,
+        handler: OrphanHandler,
+    ) -> Option<(OrphanHandler, Option<io::Result<u32>>)> {
+        let entry = self
+            .ops
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("ringloop: abandoning {key}, which is not in flight"));
+        if let Lifecycle::Completed(raw) = entry.life {
+            self.ops.remove(key);
+            return Some((handler, orphan_result(raw)));
+        }
+        entry.life = Lifecycle::Ignored(handler);
+        None
+    }
+
+    /// Operations whose result has not come yet (abandoned ones only, or all).
+    fn pending(&self, abandoned_only: bool) -> usize {
+        self.ops
+            .iter()
+            .filter(|(_, e)| match e.life {
+                Lifecycle::Ignored(_) => true,
+                Lifecycle::Completed(_) => false,
+                _ => !abandoned_only,
+            })
+            .count()
+    }
+}
+
+enum Backend {
+    Uring(uring::Uring),
+    Epoll(epoll::Epoll),
+}
+
+/// The loop's driver: the table, the backend that runs operations, and the blocking threads.
+pub(crate) struct Driver {
+    table: Table,
+    backend: Backend,
+    /// Threads for syscalls that may block (files on epoll, opcodes the ring lacks).
+    blocking: blocking::Pool,
+    /// Entries that complete on the next pass ([`Via::Local`]).
+    local: Vec<(usize, i32)>,
 }
 
 /// Shared ownership of the loop's driver; operations keep one so they can cancel on drop.
@@ -132,194 +320,225 @@ pub(crate) fn current() -> DriverRef {
         .expect("ringloop: I/O operations must be started from inside a ringloop runtime")
 }
 
+/// The value of `RINGLOOP_DRIVER`, if set: it overrides [`DriverKind::Auto`].
+fn kind_from_env() -> io::Result<DriverKind> {
+    match std::env::var("RINGLOOP_DRIVER") {
+        Err(std::env::VarError::NotPresent) => Ok(DriverKind::Auto),
+        Ok(v) if v.is_empty() || v == "auto" => Ok(DriverKind::Auto),
+        Ok(v) if v == "io_uring" || v == "uring" => Ok(DriverKind::IoUring),
+        Ok(v) if v == "epoll" => Ok(DriverKind::Epoll),
+        Ok(v) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ringloop: RINGLOOP_DRIVER={v:?} is not one of io_uring, epoll, auto"),
+        )),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ringloop: RINGLOOP_DRIVER: {e}"),
+        )),
+    }
+}
+
 impl Driver {
-    pub(crate) fn new(config: &RingConfig, notifier: Arc<Notifier>) -> io::Result<Driver> {
-        let ring = probe::setup(config)?;
+    /// Builds the driver `config` asks for (see [`DriverKind`]).
+    pub(crate) fn new(config: &DriverConfig, notifier: Arc<Notifier>) -> io::Result<Driver> {
+        if config.entries == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ringloop: ring entries must be at least 1",
+            ));
+        }
+        let kind = match config.kind {
+            DriverKind::Auto => kind_from_env()?,
+            explicit => explicit,
+        };
+        let backend = match kind {
+            DriverKind::IoUring => Backend::Uring(uring::Uring::new(config, &notifier)?),
+            DriverKind::Epoll => Backend::Epoll(epoll::Epoll::new(&notifier)?),
+            // io_uring refused (seccomp, sysctl, too old a kernel, no locked memory): epoll.
+            DriverKind::Auto => match uring::Uring::new(config, &notifier) {
+                Ok(ring) => Backend::Uring(ring),
+                Err(_) => Backend::Epoll(epoll::Epoll::new(&notifier)?),
+            },
+        };
         Ok(Driver {
-            ring,
-            ops: Slab::with_capacity(64),
-            notifier,
-            notify_buf: Box::new(0),
-            notify_armed: false,
-            to_wake: Vec::new(),
-            orphans: Vec::new(),
+            table: Table {
+                ops: Slab::with_capacity(64),
+                to_wake: Vec::new(),
+                orphans: Vec::new(),
+            },
+            backend,
+            blocking: blocking::Pool::new(notifier),
+            local: Vec::new(),
         })
     }
 
-    /// Registers a new in-flight operation and queues its SQE (its `user_data` is set here).
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `sqe` must stay valid until the operation's CQE is reaped. The caller
-    /// guarantees this by keeping the pointed-to data in the returned key's [`Op`] (which moves
-    /// it into the table if dropped early).
-    pub(crate) unsafe fn submit_op(&mut self, sqe: squeue::Entry) -> io::Result<usize> {
-        let key = self.ops.insert(Lifecycle::Submitted);
-        // SAFETY: forwarded from this function's contract.
-        if let Err(e) = unsafe { self.push(sqe.user_data(key as u64)) } {
-            self.ops.remove(key);
-            return Err(e);
+    /// Which driver this is: never `Auto`.
+    pub(crate) fn kind(&self) -> DriverKind {
+        match self.backend {
+            Backend::Uring(_) => DriverKind::IoUring,
+            Backend::Epoll(_) => DriverKind::Epoll,
         }
-        Ok(key)
     }
 
-    /// Like [`Driver::submit_op`], with a linked timeout: if the operation has not completed
-    /// `timeout` after the kernel starts it, the kernel cancels it and its CQE says
-    /// `-ECANCELED`. Cheaper than a runtime timer plus an `ASYNC_CANCEL`, and exact: an
-    /// operation that completed is never reported as timed out.
-    ///
-    /// # Safety
-    ///
-    /// As [`Driver::submit_op`], and `timeout` must stay valid until the operation's CQE is
-    /// reaped (the kernel reads it when it consumes the SQE).
-    pub(crate) unsafe fn submit_op_with_timeout(
+    /// Starts `op`; returns the key its future polls. With `timeout`, an operation that has
+    /// not completed in time completes with `ErrorKind::TimedOut` (see
+    /// [`op::Op::submit_within`]).
+    pub(crate) fn submit<T: OpCode>(
         &mut self,
-        sqe: squeue::Entry,
-        timeout: *const types::Timespec,
+        op: &mut T,
+        timeout: Option<Duration>,
     ) -> io::Result<usize> {
-        if self.ring.submission().capacity() < 2 {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "ringloop: a linked timeout needs a ring of at least 2 entries",
-            ));
-        }
-        // Both SQEs must go in one batch: a link cannot span two submissions.
-        loop {
-            let free = {
-                let mut sq = self.ring.submission();
-                sq.sync();
-                sq.capacity() - sq.len()
-            };
-            if free >= 2 {
-                break;
+        match &mut self.backend {
+            Backend::Uring(ring) if ring.supports(T::CODE) => {
+                ring.submit(&mut self.table, op.sqe(), timeout)
             }
-            self.submit()?;
-        }
-        let key = self.ops.insert(Lifecycle::Submitted);
-        let entries = [
-            sqe.user_data(key as u64).flags(squeue::Flags::IO_LINK),
-            // SAFETY (of the pointer): the caller keeps `timeout` valid until the CQE.
-            opcode::LinkTimeout::new(timeout)
-                .build()
-                .user_data(LINK_TIMEOUT_USER_DATA),
-        ];
-        // SAFETY: forwarded from this function's contract; there is room for both (checked
-        // above, and nothing else pushed since).
-        unsafe { self.ring.submission().push_multiple(&entries) }
-            .expect("ringloop: room for two SQEs was made just above");
-        Ok(key)
-    }
-
-    /// Submits a multishot operation: each of its CQEs is handed to `handler` (after the reap,
-    /// outside the driver's borrow) until one comes without `IORING_CQE_F_MORE`. Returns the
-    /// key to cancel it with.
-    ///
-    /// # Safety
-    ///
-    /// As [`Driver::submit_op`]; the operations ringloop makes multishot carry no pointer.
-    pub(crate) unsafe fn submit_multishot(
-        &mut self,
-        sqe: squeue::Entry,
-        handler: MultishotHandler,
-    ) -> io::Result<usize> {
-        let key = self.ops.insert(Lifecycle::Multishot(handler));
-        // SAFETY: forwarded from this function's contract.
-        if let Err(e) = unsafe { self.push(sqe.user_data(key as u64)) } {
-            self.ops.remove(key);
-            return Err(e);
-        }
-        Ok(key)
-    }
-
-    /// Asks the kernel to end a multishot operation; its last CQE (`-ECANCELED`) reaches the
-    /// handler and removes the entry. A no-op if it already ended.
-    pub(crate) fn cancel_multishot(&mut self, key: usize) {
-        if matches!(self.ops.get(key), Some(Lifecycle::Multishot(_))) {
-            self.cancel(key);
-        }
-    }
-
-    /// Queues one SQE, flushing the submission queue to the kernel when it is full.
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `sqe` must stay valid until its CQE is reaped.
-    unsafe fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: forwarded from this function's contract.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                return Ok(());
-            }
-            // The SQ is full: hand what is queued to the kernel, then retry.
-            self.submit()?;
-        }
-    }
-
-    /// Hands queued SQEs to the kernel without waiting. Retries on EINTR; on EBUSY / EAGAIN (the
-    /// kernel is short of CQ space or memory) reaps completions first, then retries.
-    pub(crate) fn submit(&mut self) -> io::Result<()> {
-        loop {
-            match self.ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
-                        self.reap();
-                        // Give the kernel a moment to finish work that frees resources.
-                        std::thread::yield_now();
-                    }
-                    _ => return Err(e),
-                },
-            }
-        }
-    }
-
-    /// Hands the SQEs queued so far to the kernel, if there are any, and returns once the kernel
-    /// has consumed them (with SQPOLL: waits, bounded, for its thread to catch up). A socket
-    /// calls this before closing its fd: a queued SQE names the fd only by number, and the
-    /// kernel resolves the number when it consumes the SQE, so closing first could let the
-    /// operation reach a file that reused the number.
-    pub(crate) fn flush_submissions(&mut self) -> io::Result<()> {
-        let queued = {
-            let mut sq = self.ring.submission();
-            sq.sync();
-            !sq.is_empty()
-        };
-        if !queued {
-            return Ok(());
-        }
-        self.submit()?;
-        if self.ring.params().is_setup_sqpoll() {
-            let deadline = Instant::now() + Duration::from_millis(100);
-            loop {
-                let mut sq = self.ring.submission();
-                sq.sync();
-                if sq.is_empty() || Instant::now() >= deadline {
-                    break;
+            // The kernel's ring lacks the opcode (the probe said so): run the syscall without
+            // it. Sockets are blocking descriptors under io_uring, so a readiness plan runs
+            // on a blocking thread too.
+            Backend::Uring(_) => match op.plan() {
+                Plan::Ready { call, .. }
+                | Plan::Connect { call, .. }
+                | Plan::File { call, .. }
+                | Plan::Blocking(call) => Ok(self.submit_blocking(call)),
+                plan => Ok(self.submit_local(plan)),
+            },
+            Backend::Epoll(epoll) => match op.plan() {
+                Plan::Ready { fd, interest, call } => {
+                    epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
                 }
-                drop(sq);
-                std::thread::yield_now();
-            }
+                Plan::File { fd, interest, call } => {
+                    if epoll.has_readiness(fd)? {
+                        epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
+                    } else {
+                        Ok(self.submit_blocking(call))
+                    }
+                }
+                Plan::Connect { fd, call } => epoll.submit_connect(&mut self.table, fd, call),
+                Plan::Blocking(call) => Ok(self.submit_blocking(call)),
+                plan => Ok(self.submit_local(plan)),
+            },
         }
-        Ok(())
     }
 
-    /// Whether anything is queued in the SQ or the kernel holds completions back until a
-    /// syscall (CQ overflow, deferred task work).
-    fn needs_enter(&mut self) -> bool {
-        let mut sq = self.ring.submission();
-        sq.sync();
-        !sq.is_empty() || sq.cq_overflow() || sq.taskrun()
+    fn submit_blocking(&mut self, call: op::Syscall) -> usize {
+        let key = self
+            .table
+            .insert(Lifecycle::Submitted, Via::Blocking, false);
+        self.blocking.run(key, call);
+        key
     }
 
-    /// Submits queued SQEs (a syscall only if there are any, or the kernel asks for one) and
-    /// reaps every available CQE. Never blocks. The waiters' wakers are collected: take them
-    /// with [`Driver::take_wakers`] and wake them once the driver is no longer borrowed.
+    fn submit_local(&mut self, plan: Plan<'_>) -> usize {
+        let raw = match plan {
+            // SAFETY: the operation that built the syscall is alive: it is being submitted.
+            Plan::Now(call) => unsafe { call.run() },
+            Plan::Nop => 0,
+            _ => unreachable!("ringloop: only Now and Nop plans complete locally"),
+        };
+        let key = self.table.insert(Lifecycle::Submitted, Via::Local, false);
+        self.local.push((key, raw));
+        key
+    }
+
+    /// Takes the result of `key` if it has arrived, else records `waker`.
+    pub(crate) fn poll_op(&mut self, key: usize, waker: &Waker) -> Option<io::Result<u32>> {
+        self.table.poll(key, waker)
+    }
+
+    /// Called by a dropped [`op::Op`] whose result has not been collected: the entry takes the
+    /// data (inside `handler`) and the operation is cancelled. Returns the handler and its
+    /// result when it can run at once (the operation had completed, or was withdrawn before
+    /// it ran); the caller runs it outside the driver's borrow.
+    pub(crate) fn abandon(
+        &mut self,
+        key: usize,
+        handler: OrphanHandler,
+    ) -> Option<(OrphanHandler, Option<io::Result<u32>>)> {
+        if let Backend::Epoll(epoll) = &mut self.backend
+            && self.table.via(key) == Via::Ready
+            && epoll.withdraw(key)
+        {
+            self.table.ops.remove(key);
+            return Some((handler, None));
+        }
+        let via = self.table.via(key);
+        let ready = self.table.abandon(key, handler);
+        if ready.is_none()
+            && via == Via::Ring
+            && let Backend::Uring(ring) = &mut self.backend
+        {
+            ring.cancel(key);
+        }
+        ready
+    }
+
+    /// Starts a multishot accept on the listening socket `fd`, whose every completion goes to
+    /// `handler`; returns its key, or `None` where multishot accept does not exist (epoll, or
+    /// a kernel before 5.19): the caller then uses single-shot accepts.
+    pub(crate) fn accept_multishot(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        handler: MultishotHandler,
+    ) -> Option<io::Result<usize>> {
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.accept_multishot(&mut self.table, fd, handler),
+            Backend::Epoll(_) => None,
+        }
+    }
+
+    /// Ends a multishot operation; its last completion reaches the handler and removes the
+    /// entry. A no-op if it already ended.
+    pub(crate) fn cancel_multishot(&mut self, key: usize) {
+        if let Some(Entry {
+            life: Lifecycle::Multishot(_),
+            ..
+        }) = self.table.ops.get(key)
+            && let Backend::Uring(ring) = &mut self.backend
+        {
+            ring.cancel(key);
+        }
+    }
+
+    /// Hands queued submissions to the kernel and returns once it has consumed them. A socket
+    /// or listener calls this before its descriptor closes: a queued SQE names the descriptor
+    /// by number, resolved when the kernel consumes it.
+    pub(crate) fn flush_submissions(&mut self) -> io::Result<()> {
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.flush_submissions(&mut self.table),
+            Backend::Epoll(_) => Ok(()),
+        }
+    }
+
+    /// Collects what completed: local results, blocking threads' results, and the backend's.
+    fn collect(&mut self) {
+        for (key, raw) in self.local.drain(..) {
+            self.table.complete(key, raw);
+        }
+        let table = &mut self.table;
+        self.blocking.drain(|key, raw| table.complete(key, raw));
+    }
+
+    /// Submits what is queued and collects every completion that is ready. Never blocks. The
+    /// wakers and orphan handlers collected are taken with [`Driver::take_ready`].
     pub(crate) fn poll_io(&mut self) -> io::Result<()> {
-        if self.needs_enter() {
-            self.submit()?;
+        self.collect();
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.poll_io(&mut self.table),
+            Backend::Epoll(epoll) => epoll.poll_io(&mut self.table),
         }
-        self.reap();
+    }
+
+    /// Waits until an operation completes, `timeout` passes, or another thread notifies; then
+    /// collects (see [`Driver::poll_io`]). `None` waits without limit.
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.local.is_empty() || self.blocking.has_results() {
+            return self.poll_io();
+        }
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.park(&mut self.table, timeout)?,
+            Backend::Epoll(epoll) => epoll.park(&mut self.table, timeout)?,
+        }
+        self.collect();
         Ok(())
     }
 
@@ -328,266 +547,91 @@ impl Driver {
     pub(crate) fn take_ready(
         &mut self,
         wakers: &mut Vec<Waker>,
-        orphans: &mut Vec<(OrphanHandler, Completion)>,
+        orphans: &mut Vec<(OrphanHandler, Option<io::Result<u32>>)>,
     ) {
-        wakers.append(&mut self.to_wake);
-        orphans.append(&mut self.orphans);
+        wakers.append(&mut self.table.to_wake);
+        orphans.append(&mut self.table.orphans);
     }
 
-    /// Waits in `io_uring_enter` until a CQE arrives, `timeout` passes, or another thread
-    /// notifies; then reaps (collecting wakers, see [`Driver::poll_io`]). `timeout = None` waits
-    /// without limit.
-    pub(crate) fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.arm_notify()?;
-        let res = match timeout {
-            Some(t) => {
-                let ts = types::Timespec::new()
-                    .sec(t.as_secs())
-                    .nsec(t.subsec_nanos());
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-            None => self.ring.submitter().submit_and_wait(1),
-        };
-        if let Err(e) = res {
-            match e.raw_os_error() {
-                // ETIME: the timeout passed. EINTR: a signal; the caller re-checks its state.
-                // EBUSY / EAGAIN: the kernel is short of CQ space; reaping below makes room.
-                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
-                _ => return Err(e),
-            }
-        }
-        self.reap();
-        Ok(())
-    }
-
-    /// Keeps a read of the wake-up eventfd in flight so that a notification ends a park.
-    fn arm_notify(&mut self) -> io::Result<()> {
-        if self.notify_armed {
-            return Ok(());
-        }
-        let sqe = opcode::Read::new(
-            types::Fd(self.notifier.raw_fd()),
-            (&raw mut *self.notify_buf).cast(),
-            8,
-        )
-        .build()
-        .user_data(NOTIFY_USER_DATA);
-        // SAFETY: the read targets `notify_buf`, a heap allocation owned by the driver that is
-        // leaked, never freed, if the read is still in flight when the driver drops.
-        unsafe { self.push(sqe)? };
-        self.notify_armed = true;
-        Ok(())
-    }
-
-    /// Moves every available CQE into the ops table; collects the wakers to wake.
-    fn reap(&mut self) {
-        loop {
-            let mut cq = self.ring.completion();
-            cq.sync();
-            if cq.is_empty() {
-                break;
-            }
-            for cqe in &mut cq {
-                match cqe.user_data() {
-                    NOTIFY_USER_DATA => self.notify_armed = false,
-                    CANCEL_USER_DATA | LINK_TIMEOUT_USER_DATA => {}
-                    key => complete(
-                        &mut self.ops,
-                        &mut self.to_wake,
-                        &mut self.orphans,
-                        key as usize,
-                        Completion {
-                            result: cqe.result(),
-                            flags: cqe.flags(),
-                        },
-                    ),
-                }
-            }
-        }
-    }
-
-    /// Called by a dropped [`Op`] whose CQE has not arrived: the entry takes the data and the
-    /// kernel is asked to cancel.
-    /// Returns the handler if the CQE had already arrived (the caller then runs it with the
-    /// completion, outside the driver's borrow).
-    pub(crate) fn abandon(
-        &mut self,
-        key: usize,
-        handler: OrphanHandler,
-    ) -> Option<(OrphanHandler, Completion)> {
-        match self.ops.get_mut(key) {
-            Some(Lifecycle::Completed(c)) => {
-                let c = *c;
-                self.ops.remove(key);
-                Some((handler, c))
-            }
-            Some(entry) => {
-                *entry = Lifecycle::Ignored(handler);
-                self.cancel(key);
-                None
-            }
-            None => unreachable!("ringloop: abandoning operation {key}, which is not in flight"),
-        }
-    }
-
-    fn cancel(&mut self, key: usize) {
-        let sqe = opcode::AsyncCancel::new(key as u64)
-            .build()
-            .user_data(CANCEL_USER_DATA);
-        // SAFETY: ASYNC_CANCEL carries no pointer, only the target's user_data.
-        // A failure to queue (the kernel refusing submission) leaves the operation to finish
-        // on its own; its data stays in the table until then, so nothing is freed early.
-        let _ = unsafe { self.push(sqe) };
-    }
-
-    /// Takes the completion of `key` if it has arrived, else records `waker`.
-    pub(crate) fn poll_op(&mut self, key: usize, waker: &Waker) -> Option<Completion> {
-        let entry = self
-            .ops
-            .get_mut(key)
-            .expect("ringloop: polled an operation that is not in flight");
-        match entry {
-            Lifecycle::Completed(c) => {
-                let c = *c;
-                self.ops.remove(key);
-                Some(c)
-            }
-            Lifecycle::Waiting(w) if w.will_wake(waker) => None,
-            _ => {
-                *entry = Lifecycle::Waiting(waker.clone());
-                None
-            }
-        }
-    }
-
-    /// Reaps until every abandoned operation's CQE has come or the grace period has passed.
-    /// Used when the runtime closes, after every task (and so every `Op`) has been dropped.
-    pub(crate) fn drain_abandoned(&mut self, grace: Duration) {
+    /// Collects until every abandoned operation's result has come or `grace` has passed; with
+    /// `everything`, until nothing at all is in flight. Runs the orphan handlers it collects
+    /// (their data is dropped here) and drops the wakers.
+    fn drain(&mut self, grace: Duration, everything: bool) {
         let deadline = Instant::now() + grace;
         loop {
-            self.reap();
-            let pending = self
-                .ops
-                .iter()
-                .filter(|(_, op)| matches!(op, Lifecycle::Ignored(_)))
-                .count();
+            let _ = self.poll_io();
+            self.table.to_wake.clear();
+            for (handler, result) in std::mem::take(&mut self.table.orphans) {
+                // A panic here would be a panic in a destructor: report it and go on.
+                let run = std::panic::AssertUnwindSafe(move || handler(result));
+                if std::panic::catch_unwind(run).is_err() {
+                    eprintln!("ringloop: dropping a cancelled operation's data panicked");
+                }
+            }
+            let quiet = match &self.backend {
+                Backend::Uring(ring) => !everything || ring.quiescent(),
+                Backend::Epoll(_) => true,
+            };
             let now = Instant::now();
-            if pending == 0 || now >= deadline {
+            if (self.table.pending(!everything) == 0 && quiet) || now >= deadline {
                 return;
             }
-            let _ = self.submit();
             let _ = self.park(Some((deadline - now).min(Duration::from_millis(50))));
         }
     }
-}
 
-/// Records the CQE of operation `key`.
-fn complete(
-    ops: &mut Slab<Lifecycle>,
-    to_wake: &mut Vec<Waker>,
-    orphans: &mut Vec<(OrphanHandler, Completion)>,
-    key: usize,
-    c: Completion,
-) {
-    let Some(entry) = ops.get_mut(key) else {
-        unreachable!("ringloop: a CQE arrived for user_data {key}, which is not in flight");
-    };
-    if let Lifecycle::Multishot(handler) = entry {
-        let handler = Rc::clone(handler);
-        if !c.more() {
-            ops.remove(key);
-        }
-        orphans.push((Box::new(move |c| handler(c)), c));
-        return;
-    }
-    match std::mem::replace(entry, Lifecycle::Completed(c)) {
-        Lifecycle::Submitted => {}
-        Lifecycle::Waiting(waker) => to_wake.push(waker),
-        Lifecycle::Ignored(handler) => {
-            // The future is gone; the kernel is done with the data: hand both to the handler
-            // (which drops the data, or keeps bytes a cancelled read received anyway).
-            ops.remove(key);
-            orphans.push((handler, c));
-        }
-        Lifecycle::Completed(_) => {
-            unreachable!("ringloop: a second CQE for single-shot operation {key}")
-        }
-        Lifecycle::Multishot(_) => unreachable!("ringloop: handled above"),
+    /// Collects until every abandoned operation's result has come or `grace` has passed. Used
+    /// when the runtime closes, after every task (and so every `Op`) has been dropped.
+    pub(crate) fn drain_abandoned(&mut self, grace: Duration) {
+        self.drain(grace, false);
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
         // Every Op holds the DriverRef, so no Op is alive now: entries are Ignored (data owned
-        // here), Completed or Submitted-but-forgotten. Ask the kernel to cancel all of them,
-        // including the eventfd read, and wait for the CQEs.
-        let keys: Vec<usize> = self.ops.iter().map(|(k, _)| k).collect();
+        // here), Completed, multishot, or Submitted-but-forgotten. Cancel all of them and
+        // wait, bounded, for their results.
+        let keys: Vec<usize> = self
+            .table
+            .ops
+            .iter()
+            .filter(|(_, e)| !matches!(e.life, Lifecycle::Completed(_)))
+            .map(|(k, _)| k)
+            .collect();
         for key in keys {
-            if !matches!(self.ops[key], Lifecycle::Completed(_)) {
-                self.cancel(key);
-            }
-        }
-        if self.notify_armed {
-            self.cancel_notify();
-        }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        loop {
-            self.reap();
-            self.to_wake.clear();
-            for (handler, c) in std::mem::take(&mut self.orphans) {
-                // A panic here would be a panic in a destructor: report it and go on.
-                let run = std::panic::AssertUnwindSafe(move || handler(c));
-                if std::panic::catch_unwind(run).is_err() {
-                    eprintln!("ringloop: dropping a cancelled operation's data panicked");
+            let withdrawn = match (&mut self.backend, self.table.via(key)) {
+                (Backend::Uring(ring), Via::Ring) => {
+                    ring.cancel(key);
+                    false
                 }
-            }
-            let pending = self
-                .ops
-                .iter()
-                .any(|(_, op)| !matches!(op, Lifecycle::Completed(_)));
-            let now = Instant::now();
-            if (!pending && !self.notify_armed) || now >= deadline {
-                break;
-            }
-            let _ = self.park_for_shutdown(deadline - now);
-        }
-        // Whatever is still in flight may yet be written by the kernel: leak it, never free it.
-        for op in self.ops.drain() {
-            if !matches!(op, Lifecycle::Completed(_)) {
-                std::mem::forget(op);
+                (Backend::Epoll(epoll), Via::Ready) => epoll.withdraw(key),
+                _ => false,
+            };
+            if withdrawn {
+                self.table.complete(key, -libc::ECANCELED);
             }
         }
-        if self.notify_armed {
-            std::mem::forget(std::mem::replace(&mut self.notify_buf, Box::new(0)));
+        if let Backend::Uring(ring) = &mut self.backend {
+            ring.cancel_notify();
         }
-    }
-}
-
-impl Driver {
-    fn cancel_notify(&mut self) {
-        let sqe = opcode::AsyncCancel::new(NOTIFY_USER_DATA)
-            .build()
-            .user_data(CANCEL_USER_DATA);
-        // SAFETY: ASYNC_CANCEL carries no pointer.
-        let _ = unsafe { self.push(sqe) };
-    }
-
-    fn park_for_shutdown(&mut self, left: Duration) -> io::Result<usize> {
-        let t = left.min(Duration::from_millis(50));
-        let ts = types::Timespec::new()
-            .sec(t.as_secs())
-            .nsec(t.subsec_nanos());
-        let args = types::SubmitArgs::new().timespec(&ts);
-        self.ring.submitter().submit_with_args(1, &args)
+        self.drain(SHUTDOWN_GRACE, true);
+        // Whatever is still in flight may yet be written by the kernel or a blocking thread:
+        // leak it, never free it.
+        for entry in self.table.ops.drain() {
+            if !matches!(entry.life, Lifecycle::Completed(_)) {
+                std::mem::forget(entry);
+            }
+        }
+        self.blocking.shutdown(SHUTDOWN_GRACE);
     }
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("in_flight", &self.ops.len())
-            .field("notify_armed", &self.notify_armed)
+            .field("kind", &self.kind())
+            .field("in_flight", &self.table.ops.len())
             .finish()
     }
 }

@@ -3,11 +3,13 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{Metadata, OpenOptions};
+use crate::driver::fd::Fd;
+use crate::driver::op::Op;
 use crate::driver::op::fs::{self as op, CURRENT_POSITION, SharedFd};
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
@@ -112,11 +114,7 @@ impl File {
     ///
     /// Only when the descriptor had to be duplicated and that failed (`EMFILE`).
     pub fn into_std(self) -> io::Result<std::fs::File> {
-        let fd = match Arc::try_unwrap(self.fd) {
-            Ok(fd) => fd,
-            Err(shared) => shared.try_clone()?,
-        };
-        Ok(std::fs::File::from(fd))
+        Ok(std::fs::File::from(Fd::into_owned(self.fd)?))
     }
 
     /// Reads into `buf` from offset `pos`: up to `buf.bytes_total()` bytes, placed from the
@@ -282,8 +280,10 @@ impl File {
     ///
     /// The kernel's (`EIO`, ...).
     pub async fn sync_all(&self) -> io::Result<()> {
-        let (completion, _fd) = op::fsync(&self.fd, false)?.await;
-        completion.into_io().map(drop)
+        let (completion, _) = Op::submit(op::Fsync::new(&self.fd, false))
+            .map_err(|(e, _)| e)?
+            .await;
+        completion.map(drop)
     }
 
     /// Flushes the file's data, and only the metadata needed to read it back (`fdatasync`).
@@ -292,8 +292,10 @@ impl File {
     ///
     /// The kernel's.
     pub async fn sync_data(&self) -> io::Result<()> {
-        let (completion, _fd) = op::fsync(&self.fd, true)?.await;
-        completion.into_io().map(drop)
+        let (completion, _) = Op::submit(op::Fsync::new(&self.fd, true))
+            .map_err(|(e, _)| e)?
+            .await;
+        completion.map(drop)
     }
 
     /// The file's metadata (`statx` on the descriptor).
@@ -317,8 +319,10 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn metadata(&self) -> io::Result<Metadata> {
-        let (completion, data) = op::statx_fd(&self.fd)?.await;
-        completion.into_io()?;
+        let (completion, data) = Op::submit(op::Statx::fd(&self.fd))
+            .map_err(|(e, _)| e)?
+            .await;
+        completion?;
         Ok(Metadata::from_statx(*data.buf))
     }
 
@@ -334,18 +338,20 @@ impl File {
     /// The kernel's (e.g. `EIO` from a network file system); the descriptor is closed anyway.
     pub async fn close(self) -> io::Result<()> {
         let fd = match Arc::try_unwrap(self.fd) {
-            Ok(fd) => fd.into_raw_fd(),
+            Ok(fd) => fd.into_inner(),
             // In-flight operations hold it: the last one closes it when the kernel is done.
             Err(shared) => {
                 drop(shared);
                 return Ok(());
             }
         };
-        match op::close(fd) {
-            Ok(close) => close.await.0.into_io().map(drop),
-            Err(_) => {
-                // The ring refused the submission: close synchronously instead.
-                // SAFETY: we own `fd` (taken out of its OwnedFd above) and close it once.
+        match Op::submit(op::Close::new(fd)) {
+            Ok(close) => close.await.0.map(drop),
+            Err((_, close)) => {
+                // The driver refused the submission: close synchronously instead.
+                let fd = close.into_raw();
+                // SAFETY: the op owned `fd` (taken out of its OwnedFd above) and gave it back
+                // unclosed; we close it once.
                 if unsafe { libc::close(fd) } == 0 {
                     Ok(())
                 } else {
@@ -370,12 +376,13 @@ fn check_pos(pos: u64) -> io::Result<()> {
 }
 
 pub(super) async fn read_op<B: IoBufMut>(fd: &SharedFd, buf: B, pos: u64) -> BufResult<usize, B> {
-    let read = match op::read(fd, buf, pos) {
+    let read = match Op::submit(op::Read::new(fd, buf, pos)) {
         Ok(read) => read,
-        Err((e, buf)) => return BufResult(Err(e), buf),
+        Err((e, read)) => return BufResult(Err(e), read.buf),
     };
-    let (completion, (mut buf, _fd)) = read.await;
-    match completion.into_io() {
+    let (completion, read) = read.await;
+    let mut buf = read.buf;
+    match completion {
         Ok(n) => {
             let n = n as usize;
             // SAFETY: the kernel reported `n` bytes written at the buffer's `stable_mut_ptr()`,
@@ -389,12 +396,12 @@ pub(super) async fn read_op<B: IoBufMut>(fd: &SharedFd, buf: B, pos: u64) -> Buf
 
 /// One write of `buf` at `pos`.
 async fn write_op<B: IoBuf>(fd: &SharedFd, buf: B, pos: u64) -> BufResult<usize, B> {
-    let write = match op::write(fd, buf, pos) {
+    let write = match Op::submit(op::Write::new(fd, buf, pos)) {
         Ok(write) => write,
-        Err((e, buf)) => return BufResult(Err(e), buf),
+        Err((e, write)) => return BufResult(Err(e), write.buf),
     };
-    let (completion, (buf, _fd)) = write.await;
-    BufResult(completion.into_io().map(|n| n as usize), buf)
+    let (completion, write) = write.await;
+    BufResult(completion.map(|n| n as usize), write.buf)
 }
 
 /// Writes all of `buf` at `pos`, or at the file position when `pos` is `None`.
@@ -430,7 +437,7 @@ async fn write_all_op<B: IoBuf>(fd: &SharedFd, mut buf: B, pos: Option<u64>) -> 
 
 impl From<OwnedFd> for File {
     fn from(fd: OwnedFd) -> File {
-        File { fd: Arc::new(fd) }
+        File { fd: Fd::new(fd) }
     }
 }
 

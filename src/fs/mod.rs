@@ -1,9 +1,11 @@
 //! Files through the ring: `File`, `OpenOptions`, `Metadata`, and whole-file and directory
 //! helpers (`read`, `write`, `remove_file`, `rename`, `create_dir`, `remove_dir`, `metadata`).
 //!
-//! Every operation here is one or a few io_uring operations (`OPENAT`, `READ`, `WRITE`,
-//! `FSYNC`, `STATX`, `CLOSE`, `UNLINKAT`, `RENAMEAT`, `MKDIRAT`) built in
-//! `driver/op/fs.rs`; none blocks the loop thread. They must run inside a ringloop runtime.
+//! Every operation here is one or a few driver operations (open, read, write, fsync, statx,
+//! close, unlink, rename, mkdir) from `driver/op/fs.rs`; none blocks the loop thread. On
+//! io_uring each is one SQE (or, where the kernel's ring lacks the opcode, a syscall on the
+//! driver's blocking threads); on epoll, where files have no readiness, each runs on those
+//! threads. They must run inside a ringloop runtime.
 //!
 //! Paths are passed to the kernel as C strings: a path with an interior NUL byte fails with
 //! [`io::ErrorKind::InvalidInput`]. Relative paths are relative to the process's current
@@ -17,12 +19,13 @@ pub use file::File;
 pub use metadata::Metadata;
 pub use open_options::OpenOptions;
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use crate::driver::op::fs as op;
+use crate::driver::op::{Op, OpCode};
 use crate::io::IoBuf;
 
 /// `path` as the C string the kernel reads.
@@ -35,17 +38,10 @@ pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
     })
 }
 
-/// The C string of an op back as a path, for a fallback that needs it.
-fn path_of(path: CString) -> PathBuf {
-    PathBuf::from(OsString::from_vec(path.into_bytes()))
-}
-
-/// Runs the std call on the loop thread: the fallback for a kernel whose io_uring lacks the
-/// opcode (it completes the operation with `EINVAL`). Only `mkdirat` (Linux 5.15) can be
-/// missing on a kernel ringloop runs on (5.11+), and these are short metadata syscalls, so
-/// blocking the loop briefly is the simple choice; fs/ does not depend on the pool layer.
-async fn blocking(f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
-    f()
+/// Runs a path operation that gives nothing back but its status.
+async fn run<T: OpCode>(op: T) -> io::Result<()> {
+    let op = Op::submit(op).map_err(|(e, _)| e)?;
+    op.await.0.map(drop)
 }
 
 /// Reads a whole file into a `Vec<u8>`: opens it, sizes the buffer with `statx`, and reads
@@ -146,9 +142,6 @@ pub async fn write(path: impl AsRef<Path>, data: impl Into<Vec<u8>>) -> io::Resu
 
 /// Removes a file (`unlinkat`).
 ///
-/// On a kernel whose io_uring lacks `IORING_OP_UNLINKAT` (before 5.11) the removal runs as
-/// `std::fs::remove_file` on the runtime's blocking pool.
-///
 /// # Errors
 ///
 /// The kernel's (`NotFound`; `EISDIR` on a directory, ...).
@@ -158,9 +151,6 @@ pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 
 /// Removes an empty directory (`unlinkat` with `AT_REMOVEDIR`).
 ///
-/// On a kernel whose io_uring lacks `IORING_OP_UNLINKAT` (before 5.11) the removal runs as
-/// `std::fs::remove_dir` on the runtime's blocking pool.
-///
 /// # Errors
 ///
 /// The kernel's (`NotFound`, `DirectoryNotEmpty`, `NotADirectory`, ...).
@@ -169,25 +159,11 @@ pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 async fn unlink(path: &Path, dir: bool) -> io::Result<()> {
-    let (completion, path) = op::unlink_at(cstring(path)?, dir)?.await;
-    match completion.into_io() {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let path = path_of(path);
-            if dir {
-                blocking(move || std::fs::remove_dir(path)).await
-            } else {
-                blocking(move || std::fs::remove_file(path)).await
-            }
-        }
-        res => res.map(drop),
-    }
+    run(op::UnlinkAt::new(cstring(path)?, dir)).await
 }
 
 /// Renames `from` to `to` (`renameat`), replacing `to` if it exists (an empty directory
 /// included, when `from` is a directory).
-///
-/// On a kernel whose io_uring lacks `IORING_OP_RENAMEAT` (before 5.11) the rename runs as
-/// `std::fs::rename` on the runtime's blocking pool.
 ///
 /// # Errors
 ///
@@ -212,20 +188,10 @@ async fn unlink(path: &Path, dir: bool) -> io::Result<()> {
 /// ```
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     let (from, to) = (cstring(from.as_ref())?, cstring(to.as_ref())?);
-    let (completion, (from, to)) = op::rename_at(from, to)?.await;
-    match completion.into_io() {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let (from, to) = (path_of(from), path_of(to));
-            blocking(move || std::fs::rename(from, to)).await
-        }
-        res => res.map(drop),
-    }
+    run(op::RenameAt::new(from, to)).await
 }
 
 /// Creates a directory (`mkdirat`, mode `0o777` less the umask). Its parent must exist.
-///
-/// On a kernel whose io_uring lacks `IORING_OP_MKDIRAT` (before 5.15) the creation runs as
-/// `std::fs::create_dir` on the runtime's blocking pool.
 ///
 /// # Errors
 ///
@@ -243,14 +209,7 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
 /// .unwrap();
 /// ```
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
-    let (completion, path) = op::mkdir_at(cstring(path.as_ref())?, 0o777)?.await;
-    match completion.into_io() {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let path = path_of(path);
-            blocking(move || std::fs::create_dir(path)).await
-        }
-        res => res.map(drop),
-    }
+    run(op::MkDirAt::new(cstring(path.as_ref())?, 0o777)).await
 }
 
 /// Metadata of the file at `path`, following symlinks (`statx`).
@@ -273,7 +232,8 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 async fn statx(path: impl AsRef<Path>, follow: bool) -> io::Result<Metadata> {
-    let (completion, data) = op::statx_path(cstring(path.as_ref())?, follow)?.await;
-    completion.into_io()?;
-    Ok(Metadata::from_statx(*data.buf))
+    let statx = Op::submit(op::Statx::path(cstring(path.as_ref())?, follow)).map_err(|(e, _)| e)?;
+    let (r, statx) = statx.await;
+    r?;
+    Ok(Metadata::from_statx(*statx.buf))
 }

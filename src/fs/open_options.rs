@@ -4,6 +4,7 @@ use std::io;
 use std::path::Path;
 
 use super::{File, cstring};
+use crate::driver::op::Op;
 use crate::driver::op::fs as op;
 
 /// Options for opening a file, as [`std::fs::OpenOptions`]: choose the access mode and what to
@@ -123,17 +124,19 @@ impl OpenOptions {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
         // A cancelled open whose openat succeeded anyway must not leak the new descriptor.
-        let open = op::open_at(path, flags, self.mode)?.on_orphan(|c, _path| {
-            if c.result >= 0 {
-                // SAFETY: the kernel opened this descriptor for the dropped open; nobody
-                // else owns it.
-                drop(unsafe {
-                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(c.result)
-                });
-            }
-        });
-        let (completion, _path) = open.await;
-        let fd = completion.into_io()?;
+        let open = Op::submit(op::OpenAt::new(path, flags, self.mode))
+            .map_err(|(e, _)| e)?
+            .on_orphan(|r: Option<io::Result<u32>>, _open| {
+                if let Some(Ok(fd)) = r {
+                    // SAFETY: the kernel opened this descriptor for the dropped open; nobody
+                    // else owns it.
+                    drop(unsafe {
+                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32)
+                    });
+                }
+            });
+        let (completion, _open) = open.await;
+        let fd = completion?;
         // SAFETY: a successful openat returned a new descriptor that nothing else owns.
         Ok(unsafe { File::from_new_fd(fd as i32) })
     }

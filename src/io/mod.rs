@@ -1,18 +1,18 @@
 //! Owned-buffer I/O: the buffer traits, and operations on the ring that belong to no file or
 //! socket.
 
-mod buf;
 mod compat;
 
-pub use buf::{BufResult, IoBuf, IoBufMut, Slice};
+pub use crate::buf::{BufResult, IoBuf, IoBufMut, Slice};
 pub use compat::*;
 
 use std::io;
 
-use crate::driver::op;
+use crate::driver::op::{Nop, Op};
 
-/// Submits an `IORING_OP_NOP` and waits for its completion: one round trip through the ring.
-/// Useful to measure the ring's overhead, or to yield to the loop's I/O stage.
+/// Submits a no-op to the driver and waits for its completion: one round trip through the
+/// ring (`IORING_OP_NOP`), or one pass of the loop on epoll. Useful to measure the driver's
+/// overhead, or to yield to the loop's I/O stage.
 ///
 /// # Errors
 ///
@@ -24,6 +24,6 @@ use crate::driver::op;
 /// ringloop::run(async { ringloop::io::nop().await.unwrap() });
 /// ```
 pub async fn nop() -> io::Result<()> {
-    let (completion, ()) = op::nop()?.await;
-    completion.into_io().map(drop)
+    let nop = Op::submit(Nop).map_err(|(e, _)| e)?;
+    nop.await.0.map(drop)
 }

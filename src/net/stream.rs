@@ -3,15 +3,15 @@
 //!
 //! # Lossless reads
 //!
-//! A read submits a RECV. If its future is dropped before the completion (a `wait_for` that
+//! A read submits a receive. If its future is dropped before the completion (a `wait_for` that
 //! expired, a `select` that went the other way), the kernel may still complete the receive
 //! with data before the cancellation lands. The op's orphan handler then appends those bytes
 //! to `ReadState::leftover`, and the next read returns them first. An EOF or an error seen by
 //! an orphaned receive is remembered too and reported once the leftover bytes are consumed
-//! (`ECANCELED` / `EINTR` mean the cancellation won: nothing was received).
+//! (the driver reports `None` when the cancellation won and nothing was received).
 //!
-//! At most one RECV per stream is in flight: a read waits for the previous one to finish (an
-//! orphaned one included) before it looks at `leftover` and submits, so bytes are never
+//! At most one receive per stream is in flight: a read waits for the previous one to finish
+//! (an orphaned one included) before it looks at `leftover` and submits, so bytes are never
 //! reordered between two receives in flight.
 
 use std::cell::RefCell;
@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::socket::Socket;
-use crate::driver::Completion;
+use crate::driver::op::Op;
 use crate::driver::op::net as op;
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
@@ -64,21 +64,23 @@ impl ReadState {
         }
     }
 
-    /// The completion of a RECV whose read was cancelled: keep what it got.
-    fn orphaned<B: IoBuf>(state: &RefCell<ReadState>, c: Completion, buf: &B) {
+    /// The result of a receive whose read was cancelled: keep what it got.
+    fn orphaned<B: IoBuf>(state: &RefCell<ReadState>, r: Option<io::Result<u32>>, buf: &B) {
         {
             let mut s = state.borrow_mut();
-            match c.result {
-                n if n > 0 => {
+            match r {
+                Some(Ok(n)) if n > 0 => {
                     // SAFETY: the kernel wrote n bytes (at most bytes_total) at the buffer's
                     // stable address, which the buffer still owns.
                     let got = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
                     s.leftover.extend(got);
                     s.rescued += 1;
                 }
-                0 => s.eof = true,
-                e if e == -libc::ECANCELED || e == -libc::EINTR => {}
-                e => s.error = Some(io::Error::from_raw_os_error(-e)),
+                Some(Ok(_)) => s.eof = true,
+                // The cancellation won, or a time limit passed: nothing was received.
+                None => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {}
+                Some(Err(e)) => s.error = Some(e),
             }
         }
         ReadState::finish(state);
@@ -157,43 +159,27 @@ impl Stream {
         if buf.bytes_total() == 0 {
             return BufResult(Ok(0), buf);
         }
-        let state = Rc::clone(&self.reads);
-        let (c, mut buf) = match timeout {
-            None => {
-                let op = match op::recv(self.sock.fd(), buf) {
-                    Ok(op) => op,
-                    Err((e, buf)) => return BufResult(Err(e), buf),
-                };
-                self.reads.borrow_mut().in_flight = true;
-                op.on_orphan(move |c, buf: B| ReadState::orphaned(&state, c, &buf))
-                    .await
-            }
-            Some(t) => {
-                let op = match op::recv_timeout(self.sock.fd(), buf, t) {
-                    Ok(op) => op,
-                    Err((e, buf)) => return BufResult(Err(e), buf),
-                };
-                self.reads.borrow_mut().in_flight = true;
-                let op = op.on_orphan(move |c, (buf, _timespec): (B, _)| {
-                    ReadState::orphaned(&state, c, &buf)
-                });
-                let (c, (buf, _timespec)) = op.await;
-                (c, buf)
-            }
+        let recv = match Op::submit_within(op::Recv::new(self.sock.fd(), buf), timeout) {
+            Ok(recv) => recv,
+            Err((e, recv)) => return BufResult(Err(e), recv.buf),
         };
+        self.reads.borrow_mut().in_flight = true;
+        let state = Rc::clone(&self.reads);
+        let (r, mut recv) = recv
+            .on_orphan(move |r, recv: op::Recv<B>| ReadState::orphaned(&state, r, &recv.buf))
+            .await;
         ReadState::finish(&self.reads);
-        match c.into_io() {
+        match r {
             Ok(n) => {
                 // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                unsafe { buf.set_init(n as usize) };
-                BufResult(Ok(n as usize), buf)
+                unsafe { recv.buf.set_init(n as usize) };
+                BufResult(Ok(n as usize), recv.buf)
             }
-            // With a linked timeout, ECANCELED means the timeout fired first.
-            Err(e) if timeout.is_some() && e.raw_os_error() == Some(libc::ECANCELED) => {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "ringloop: read timed out");
-                BufResult(Err(e), buf)
+                BufResult(Err(e), recv.buf)
             }
-            Err(e) => BufResult(Err(e), buf),
+            Err(e) => BufResult(Err(e), recv.buf),
         }
     }
 
@@ -201,12 +187,12 @@ impl Stream {
         if buf.bytes_init() == 0 {
             return BufResult(Ok(0), buf);
         }
-        match op::send(self.sock.fd(), buf) {
-            Ok(op) => {
-                let (c, buf) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), buf)
+        match Op::submit(op::Send::new(self.sock.fd(), buf)) {
+            Ok(send) => {
+                let (r, send) = send.await;
+                BufResult(r.map(|n| n as usize), send.buf)
             }
-            Err((e, buf)) => BufResult(Err(e), buf),
+            Err((e, send)) => BufResult(Err(e), send.buf),
         }
     }
 
@@ -230,12 +216,12 @@ impl Stream {
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
-        match op::sendv(self.sock.fd(), bufs) {
-            Ok(op) => {
-                let (c, (bufs, _msg)) = op.await;
-                BufResult(c.into_io().map(|n| n as usize), bufs)
+        match Op::submit(op::SendMsg::new(self.sock.fd(), bufs, None)) {
+            Ok(send) => {
+                let (r, send) = send.await;
+                BufResult(r.map(|n| n as usize), send.bufs)
             }
-            Err((e, bufs)) => BufResult(Err(e), bufs),
+            Err((e, send)) => BufResult(Err(e), send.bufs),
         }
     }
 
@@ -245,8 +231,8 @@ impl Stream {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        let (c, ()) = op::shutdown(self.sock.fd(), how)?.await;
-        c.into_io().map(drop)
+        let shutdown = Op::submit(op::Shutdown::new(self.sock.fd(), how)).map_err(|(e, _)| e)?;
+        shutdown.await.0.map(drop)
     }
 
     /// How many cancelled reads had received data that was kept for later reads.

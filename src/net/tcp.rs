@@ -8,6 +8,7 @@ use super::addr::{ToSocketAddr, from_raw, to_raw};
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
 use super::{compat_stream, stream_methods};
+use crate::driver::op::Op;
 use crate::driver::op::net as op;
 
 /// Backlog of listening sockets.
@@ -75,7 +76,7 @@ impl TcpListener {
     /// kernel's backlog as they would without multishot; a burst that arrives before the loop
     /// runs can still be taken ahead in full. Dropping the listener cancels the request.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (fd, addr) = self.acceptor.accept(&self.sock).await?;
+        let (fd, addr) = self.acceptor.accept(self.sock.fd()).await?;
         let stream = TcpStream::from_fd(fd);
         Ok((stream, from_raw(&addr)?))
     }
@@ -188,8 +189,10 @@ impl TcpStream {
             libc::AF_INET6
         };
         let sock = Socket::new(domain, libc::SOCK_STREAM)?;
-        let (c, _addr) = op::connect(sock.fd(), Box::new(to_raw(&addr)))?.await;
-        c.into_io()?;
+        let (c, _connect) = Op::submit(op::Connect::new(sock.fd(), to_raw(&addr)))
+            .map_err(|(e, _)| e)?
+            .await;
+        c?;
         Ok(TcpStream {
             inner: Stream::new(sock),
         })

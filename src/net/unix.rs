@@ -10,6 +10,7 @@ use super::datagram;
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
 use super::{compat_stream, stream_methods};
+use crate::driver::op::Op;
 use crate::driver::op::net as op;
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
@@ -92,7 +93,7 @@ impl UnixListener {
     /// Accepts a connection: the stream and the peer's address (usually unnamed).
     /// Cancel-safe like [`TcpListener::accept`](super::TcpListener::accept).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (fd, addr) = self.acceptor.accept(&self.sock).await?;
+        let (fd, addr) = self.acceptor.accept(self.sock.fd()).await?;
         Ok((
             UnixStream::from_socket(Socket::from_fd(fd)),
             unix_from_raw(&addr)?,
@@ -141,8 +142,10 @@ impl UnixStream {
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let addr = unix_to_raw(path.as_ref())?;
         let sock = Socket::new(libc::AF_UNIX, libc::SOCK_STREAM)?;
-        let (c, _addr) = op::connect(sock.fd(), Box::new(addr))?.await;
-        c.into_io()?;
+        let (c, _connect) = Op::submit(op::Connect::new(sock.fd(), addr))
+            .map_err(|(e, _)| e)?
+            .await;
+        c?;
         Ok(UnixStream::from_socket(sock))
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     /// Inside `block_on` or `run_forever`.
     pub(crate) running: AtomicBool,
     notifier: Option<Arc<Notifier>>,
+    /// Which driver the loop runs on, set once when the runtime is built (for `Handle`).
+    pub(crate) driver_kind: std::sync::OnceLock<crate::driver::DriverKind>,
 }
 
 /// Work was pushed, or the loop must look at its flags, since it last drained the queue.
@@ -61,6 +63,7 @@ impl Shared {
             stop_requested: AtomicBool::new(false),
             running: AtomicBool::new(false),
             notifier,
+            driver_kind: std::sync::OnceLock::new(),
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::driver::{Driver, Notifier, RingConfig};
+use crate::driver::{Driver, DriverConfig, DriverKind, Notifier};
 use context::Enter;
 use inject::{Injected, Shared};
 use scheduler::Local;
@@ -34,23 +34,25 @@ use scheduler::Local;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
-    ring: RingConfig,
+    driver: DriverConfig,
     blocking_threads: Option<usize>,
 }
 
 impl Builder {
     /// Submission queue entries of the ring (default 256; the completion queue gets twice as
     /// many). More operations than this may be in flight at once: a full queue is flushed to
-    /// the kernel and the push retried.
+    /// the kernel and the push retried. Must be at least 1; the epoll driver has no ring and
+    /// ignores it otherwise.
     pub fn entries(mut self, entries: u32) -> Builder {
-        self.ring.entries = entries;
+        self.driver.entries = entries;
         self
     }
 
     /// Uses a kernel thread that polls the submission queue (`IORING_SETUP_SQPOLL`), going idle
     /// after `idle` milliseconds without work. Saves the submit syscall at the cost of a core.
+    /// Has no effect on the epoll driver.
     pub fn sqpoll(mut self, idle_ms: u32) -> Builder {
-        self.ring.sqpoll_idle_ms = Some(idle_ms);
+        self.driver.sqpoll_idle_ms = Some(idle_ms);
         self
     }
 
@@ -61,17 +63,39 @@ impl Builder {
         self
     }
 
+    /// Chooses the driver (default [`DriverKind::Auto`]: io_uring where the kernel allows it,
+    /// else epoll). An explicit choice wins over the `RINGLOOP_DRIVER` environment variable,
+    /// which overrides only `Auto`. See LINUX_ONLY.md for what differs on epoll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::{DriverKind, Runtime};
+    ///
+    /// let rt = Runtime::builder().driver(DriverKind::Epoll).build()?;
+    /// assert_eq!(rt.driver_kind(), DriverKind::Epoll);
+    /// assert_eq!(rt.block_on(async { ringloop::fs::read("/proc/self/stat").await.is_ok() }), true);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn driver(mut self, kind: DriverKind) -> Builder {
+        self.driver.kind = kind;
+        self
+    }
+
     /// Creates the runtime.
     ///
     /// # Errors
     ///
-    /// When io_uring cannot be used (disabled by sysctl or seccomp, kernel too old, out of
-    /// locked memory or file descriptors); the error names the cause and points to
-    /// LINUX_ONLY.md.
+    /// With [`DriverKind::IoUring`] (asked for, or by `RINGLOOP_DRIVER=io_uring`), when
+    /// io_uring cannot be used (disabled by sysctl or seccomp, kernel too old, out of locked
+    /// memory or file descriptors): the error names the cause and points to LINUX_ONLY.md.
+    /// `InvalidInput` for zero ring entries or an unknown `RINGLOOP_DRIVER` value. Otherwise
+    /// only when the process is out of file descriptors.
     pub fn build(self) -> io::Result<Runtime> {
         let notifier = Arc::new(Notifier::new()?);
-        let driver = Driver::new(&self.ring, notifier.clone())?;
+        let driver = Driver::new(&self.driver, notifier.clone())?;
         let shared = Arc::new(Shared::new(Some(notifier)));
+        let _ = shared.driver_kind.set(driver.kind());
         let local = Rc::new(Local::new(shared, driver, self.blocking_threads));
         Ok(Runtime {
             local,
@@ -120,7 +144,7 @@ impl Runtime {
     /// A [`Builder`] with default settings.
     pub fn builder() -> Builder {
         Builder {
-            ring: RingConfig::default(),
+            driver: DriverConfig::default(),
             blocking_threads: None,
         }
     }
@@ -222,6 +246,12 @@ impl Runtime {
         self.local.is_closed()
     }
 
+    /// Which driver this runtime runs on: [`DriverKind::IoUring`] or [`DriverKind::Epoll`],
+    /// never `Auto`.
+    pub fn driver_kind(&self) -> DriverKind {
+        self.local.driver.borrow().kind()
+    }
+
     /// A thread-safe handle to this runtime.
     pub fn handle(&self) -> Handle {
         Handle {
@@ -318,6 +348,15 @@ impl Handle {
             "ringloop::Handle::current called outside a ringloop runtime; call it from inside \
              Runtime::block_on, ringloop::run or a task, and pass the Handle to other threads",
         )
+    }
+
+    /// Which driver the runtime runs on: [`DriverKind::IoUring`] or [`DriverKind::Epoll`].
+    pub fn driver_kind(&self) -> DriverKind {
+        *self
+            .shared
+            .driver_kind
+            .get()
+            .expect("set when the runtime is built")
     }
 
     /// Asks `run_forever` to return after its current pass; wakes the loop if it is parked.

@@ -1,174 +1,264 @@
-//! `Op<T>`: the future of one in-flight operation, owning its data `T` (buffers, paths,
-//! addresses) until the kernel is done with it.
+//! The operation type both drivers run, and `Op<T>`, the future of one operation in flight.
+//!
+//! An operation is a value (`op::fs::Read`, `op::net::Recv`, ...) that owns everything the
+//! kernel may touch while it runs: buffer, path, address, the descriptor. It knows two ways to
+//! run, and both are built from its own fields, so a pointer and the memory it points into can
+//! never be paired wrongly at a call site:
+//!
+//! * [`OpCode::sqe`]: the SQE that io_uring completes;
+//! * [`OpCode::plan`]: a [`Plan`] for a driver without a ring (epoll), or for an opcode the
+//!   kernel's ring lacks: a non-blocking syscall retried on readiness, or a syscall for the
+//!   driver's blocking threads (files, which have no readiness).
+//!
+//! The syscall of a plan is a [`Syscall`]: a number and six machine words, computed on the
+//! loop thread. It is `Send` by construction, so a blocking thread can run it without the
+//! operation's data moving or being shared: the data stays with its `Op` (or the driver's
+//! table) on the loop thread, exactly as while the kernel runs an SQE.
 
 pub(crate) mod fs;
 pub(crate) mod net;
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use io_uring::squeue;
 
-use super::{Completion, DriverRef, current};
+use super::fd::Fd;
+use super::{DriverRef, current};
 
-/// One submitted operation. Resolves to its completion and gives its data back.
-///
-/// # Invariant
-///
-/// `data` is `Some` until the future resolves or is dropped. While it is `Some` the kernel may
-/// be using memory inside it; dropping the `Op` early hands it to the driver's table (see
-/// `Driver::abandon`), so it is freed only after the CQE.
-pub(crate) struct Op<T: 'static> {
-    driver: DriverRef,
-    key: usize,
-    data: Option<T>,
-    /// The descriptor the SQE names, kept open until the CQE (see [`Op::keep_fd`]).
-    fd: Option<SharedFd>,
-    /// What to do with the completion and the data if the future is dropped first; by default
-    /// they are dropped.
-    on_orphan: Option<Box<dyn FnOnce(Completion, T)>>,
-}
-
-/// `IORING_OP_NOP`: completes at once; one round trip through the ring.
-pub(crate) fn nop() -> io::Result<Op<()>> {
-    // SAFETY: a NOP carries no pointer.
-    unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }
-}
-
-/// A descriptor shared by its owner (a `File`, a socket) and its in-flight operations.
-pub(crate) type SharedFd = Arc<OwnedFd>;
-
-/// An operation with a linked timeout: its data travels with the boxed timespec.
-pub(crate) type TimedOp<D> = Op<(D, Box<io_uring::types::Timespec>)>;
-
-/// Like [`Op::try_submit`], with a linked timeout of `timeout` (see
-/// `Driver::submit_op_with_timeout`): a CQE of `-ECANCELED` then means the time ran out.
-/// The boxed timespec travels with the data so that it outlives the kernel's read of it.
+/// An operation both drivers can run.
 ///
 /// # Safety
 ///
-/// As [`Op::submit`].
-pub(crate) unsafe fn try_submit_with_timeout<D: 'static>(
-    sqe: squeue::Entry,
-    timeout: std::time::Duration,
-    data: D,
-) -> Result<TimedOp<D>, (io::Error, D)> {
-    let ts = Box::new(
-        io_uring::types::Timespec::new()
-            // The kernel reads a signed tv_sec: clamp so that Duration::MAX means "never",
-            // not -1 (which it refuses, failing the linked operation).
-            .sec(timeout.as_secs().min(i64::MAX as u64))
-            .nsec(timeout.subsec_nanos()),
-    );
-    let driver = current();
-    // SAFETY: forwarded from this function's contract for `sqe`; the timespec is boxed in
-    // the op's data, so its address is stable and it lives until the CQE.
-    let key = unsafe { driver.borrow_mut().submit_op_with_timeout(sqe, &*ts) };
-    match key {
-        Ok(key) => Ok(Op {
-            driver,
-            key,
-            data: Some((data, ts)),
-            fd: None,
-            on_orphan: None,
-        }),
-        Err(e) => Err((e, data)),
+/// Every pointer in the SQE that [`OpCode::sqe`] builds and in the [`Syscall`] of
+/// [`OpCode::plan`] points into memory that `self` owns and that does not move when `self`
+/// moves (heap allocations, static memory), valid for the lengths given, for as long as `self`
+/// lives. The driver keeps `self` alive (in its `Op`, or in its table once the `Op` is
+/// dropped) until the kernel or the blocking thread has finished with it.
+pub(crate) unsafe trait OpCode: 'static {
+    /// The io_uring opcode, checked against the kernel's probe before [`OpCode::sqe`] is used.
+    const CODE: u8;
+
+    /// The SQE (its `user_data` is set by the driver).
+    fn sqe(&mut self) -> squeue::Entry;
+
+    /// How to run without the ring.
+    fn plan(&mut self) -> Plan<'_>;
+}
+
+/// How an operation runs where no ring runs it.
+#[derive(Debug)]
+pub(crate) enum Plan<'a> {
+    /// A non-blocking syscall on `fd`: tried at once when the driver believes the descriptor
+    /// ready, and again each time it becomes ready for `interest`, until it says something
+    /// other than `EAGAIN`.
+    Ready {
+        fd: &'a Fd,
+        interest: Interest,
+        call: Syscall,
+    },
+    /// `connect(2)` on a non-blocking socket: `EINPROGRESS`, then the result is the socket's
+    /// `SO_ERROR` once it is writable.
+    Connect { fd: &'a Fd, call: Syscall },
+    /// A read or write of a file: like [`Plan::Ready`] where the descriptor has readiness (a
+    /// pipe, FIFO or socket), else (a regular file, a device) like [`Plan::Blocking`].
+    File {
+        fd: &'a Fd,
+        interest: Interest,
+        call: Syscall,
+    },
+    /// May block (a file operation, which has no readiness): runs on the driver's blocking
+    /// threads.
+    Blocking(Syscall),
+    /// Never blocks: runs at once on the loop thread.
+    Now(Syscall),
+    /// Nothing to run: completes with 0 on the next pass of the loop (a NOP).
+    Nop,
+}
+
+/// The readiness a [`Plan::Ready`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// A raw syscall: its number and arguments, as `syscall(2)` takes them.
+///
+/// # Invariant
+///
+/// Built only by an [`OpCode`] from its own fields; pointer arguments point into memory the
+/// operation owns (the `OpCode` contract), so running it is sound while the operation lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Syscall {
+    nr: libc::c_long,
+    args: [usize; 6],
+}
+
+impl Syscall {
+    /// A syscall with up to six arguments (missing ones are 0).
+    pub(crate) fn new(nr: libc::c_long, args: &[usize]) -> Syscall {
+        let mut all = [0; 6];
+        all[..args.len()].copy_from_slice(args);
+        Syscall { nr, args: all }
+    }
+
+    /// Runs it: the non-negative result, or the errno as a negative number.
+    ///
+    /// # Safety
+    ///
+    /// The operation that built this syscall is still alive (see the type's invariant).
+    pub(crate) unsafe fn run(&self) -> i32 {
+        let [a, b, c, d, e, f] = self.args;
+        // SAFETY: forwarded from this function's contract: every pointer argument points into
+        // live memory owned by the operation, valid for the lengths passed beside it.
+        let r = unsafe { libc::syscall(self.nr, a, b, c, d, e, f) };
+        if r < 0 {
+            -io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else {
+            // Counts are capped at MAX_RW (fits i32) and descriptors are ints.
+            r as i32
+        }
     }
 }
 
-impl<T: 'static> Op<T> {
-    /// Submits `sqe` on the current thread's ring.
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `sqe` must point into `data` (or into memory that outlives the
-    /// operation), and must stay valid when `data` is moved: point into heap allocations that
-    /// `data` owns, never into `data`'s own inline bytes.
-    pub(crate) unsafe fn submit(sqe: squeue::Entry, data: T) -> io::Result<Op<T>> {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { Op::try_submit(sqe, data) }.map_err(|(e, _)| e)
+/// What a dropped operation's data receives: `Some(result)` if the operation ran (a cancelled
+/// read that got bytes anyway, a cancelled open that opened), `None` if the cancellation won
+/// and nothing happened.
+pub(crate) trait OnOrphan<T>: 'static {
+    fn orphaned(self, result: Option<io::Result<u32>>, data: T);
+}
+
+impl<T, F: FnOnce(Option<io::Result<u32>>, T) + 'static> OnOrphan<T> for F {
+    fn orphaned(self, result: Option<io::Result<u32>>, data: T) {
+        self(result, data)
+    }
+}
+
+/// The default [`OnOrphan`]: drops the data.
+#[derive(Debug)]
+pub(crate) struct Discard;
+
+impl<T> OnOrphan<T> for Discard {
+    fn orphaned(self, _: Option<io::Result<u32>>, data: T) {
+        drop(data);
+    }
+}
+
+/// One submitted operation. Resolves to its result and gives its data back.
+///
+/// # Invariant
+///
+/// `data` is `Some` until the future resolves or is dropped. While it is `Some` the kernel (or
+/// a blocking thread) may be using memory inside it; dropping the `Op` early hands it to the
+/// driver's table (see `Driver::abandon`), so it is freed only after the completion.
+pub(crate) struct Op<T: OpCode, H: OnOrphan<T> = Discard> {
+    driver: DriverRef,
+    key: usize,
+    data: Option<T>,
+    /// What to do with the result and the data if the future is dropped first. Boxed only
+    /// then, so an operation that completes costs no allocation for it.
+    on_orphan: Option<H>,
+}
+
+impl<T: OpCode> Op<T> {
+    /// Submits `data` on the current thread's driver; gives it back with the error if the
+    /// driver refuses it.
+    pub(crate) fn submit(data: T) -> Result<Op<T>, (io::Error, T)> {
+        Op::submit_within(data, None)
     }
 
-    /// Like [`Op::submit`], but gives `data` back if the ring refuses the submission, so that
-    /// a buffer-owning operation can return its buffer with the error.
-    ///
-    /// # Safety
-    ///
-    /// As [`Op::submit`].
-    pub(crate) unsafe fn try_submit(sqe: squeue::Entry, data: T) -> Result<Op<T>, (io::Error, T)> {
+    /// Like [`Op::submit`], with a time limit: if the operation has not completed `timeout`
+    /// after it started, it is cancelled and completes with `ErrorKind::TimedOut` (having
+    /// consumed nothing). For readiness operations (receives); io_uring links a timeout to
+    /// the SQE, epoll keeps a deadline.
+    pub(crate) fn submit_within(
+        mut data: T,
+        timeout: Option<Duration>,
+    ) -> Result<Op<T>, (io::Error, T)> {
         let driver = current();
-        // SAFETY: forwarded from this function's contract; on success `data` moves into the Op
-        // and from there only into the driver's table, never freed before the CQE. On failure
-        // the SQE was not queued, so the kernel never sees the pointers.
-        let key = unsafe { driver.borrow_mut().submit_op(sqe) };
+        let key = driver.borrow_mut().submit(&mut data, timeout);
         match key {
             Ok(key) => Ok(Op {
                 driver,
                 key,
                 data: Some(data),
-                fd: None,
-                on_orphan: None,
+                on_orphan: Some(Discard),
             }),
             Err(e) => Err((e, data)),
         }
     }
+}
 
-    /// Keeps `fd` open until the operation's CQE, even if the future is dropped first: an SQE
-    /// names its descriptor by number, and a number closed while the SQE waits in the ring
-    /// could be reused by another file by the time the kernel reads it.
-    pub(crate) fn keep_fd(mut self, fd: &SharedFd) -> Op<T> {
-        self.fd = Some(Arc::clone(fd));
-        self
-    }
-
-    /// Sets what happens to the completion and the data if this future is dropped before the
-    /// CQE arrives: `f` runs on the loop thread when it comes (or at once, if it already came).
-    /// A stream read uses this to keep bytes that a cancelled receive got anyway. `f` must not
-    /// start operations of its own.
-    pub(crate) fn on_orphan(mut self, f: impl FnOnce(Completion, T) + 'static) -> Op<T> {
-        self.on_orphan = Some(Box::new(f));
-        self
+impl<T: OpCode, H: OnOrphan<T>> Op<T, H> {
+    /// Sets what happens to the result and the data if this future is dropped before the
+    /// operation completes: `f` runs on the loop thread when it completes (or at once, if it
+    /// already did). A stream read uses this to keep bytes that a cancelled receive got
+    /// anyway, an open to close the descriptor a cancelled open got. `f` must not start
+    /// operations of its own.
+    pub(crate) fn on_orphan<G: OnOrphan<T>>(mut self, f: G) -> Op<T, G> {
+        let data = self.data.take();
+        let op = Op {
+            driver: self.driver.clone(),
+            key: self.key,
+            data,
+            on_orphan: Some(f),
+        };
+        // `self` no longer owns the data, so its drop does nothing.
+        drop(self);
+        op
     }
 }
 
-// `Op` never pins `data`: the kernel sees only heap memory that `data` owns (the `submit`
-// contract), so moving `data` is harmless.
-impl<T: 'static> Unpin for Op<T> {}
+// `Op` never pins `data`: the kernel sees only memory that `data` owns and that does not move
+// with it (the `OpCode` contract), so moving `data` is harmless.
+impl<T: OpCode, H: OnOrphan<T>> Unpin for Op<T, H> {}
 
-impl<T: 'static> Future for Op<T> {
-    type Output = (Completion, T);
+impl<T: OpCode, H: OnOrphan<T>> Future for Op<T, H> {
+    type Output = (io::Result<u32>, T);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         assert!(this.data.is_some(), "ringloop: Op polled after completion");
         match this.driver.borrow_mut().poll_op(this.key, cx.waker()) {
-            Some(completion) => Poll::Ready((completion, this.data.take().expect("checked above"))),
+            Some(result) => Poll::Ready((result, this.data.take().expect("checked above"))),
             None => Poll::Pending,
         }
     }
 }
 
-impl<T: 'static> Drop for Op<T> {
+impl<T: OpCode, H: OnOrphan<T>> Drop for Op<T, H> {
     fn drop(&mut self) {
         let Some(data) = self.data.take() else {
             return;
         };
-        // The handler owns the data and the descriptor until the CQE.
-        let fd = self.fd.take();
-        let handler: super::OrphanHandler = match self.on_orphan.take() {
-            Some(f) => Box::new(move |c| {
-                f(c, data);
-                drop(fd);
-            }),
-            None => Box::new(move |_| drop((data, fd))),
-        };
+        let on_orphan = self.on_orphan.take().expect("set until the data is taken");
+        let handler: super::OrphanHandler = Box::new(move |r| on_orphan.orphaned(r, data));
         let ready = self.driver.borrow_mut().abandon(self.key, handler);
-        if let Some((handler, completion)) = ready {
-            handler(completion);
+        if let Some((handler, result)) = ready {
+            handler(result);
         }
+    }
+}
+
+/// A NOP: completes with 0 after one pass through the driver.
+#[derive(Debug)]
+pub(crate) struct Nop;
+
+// SAFETY: a NOP carries no pointer.
+unsafe impl OpCode for Nop {
+    const CODE: u8 = io_uring::opcode::Nop::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        io_uring::opcode::Nop::new().build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        Plan::Nop
     }
 }

@@ -1,20 +1,18 @@
-//! Socket opcodes: the SQEs of net/.
+//! Socket operations: connect, accept, recv, send, sendmsg, recvmsg, shutdown.
 //!
-//! Each function builds one SQE and submits it as an [`Op`] that owns everything the SQE
-//! points to, in heap memory of its own (the `Op::submit` contract): socket addresses live in a
-//! `Box<RawAddr>`, message headers and their iovecs in a `Box<Msg>`, data in the caller's
-//! owned buffer. If the ring refuses the submission, the data comes back with the error so
-//! that a buffer is never lost.
+//! Each operation owns everything its SQE and its syscall point to, in heap memory of its own
+//! (the `OpCode` contract): socket addresses live in a `Box<RawAddr>`, message headers and
+//! their iovecs in a `Box<Msg>`, data in the caller's owned buffer, and the descriptor in the
+//! op's [`SharedFd`], so it stays open until the operation is done. Without a ring, each runs
+//! as a non-blocking syscall when the socket is ready ([`Plan::Ready`]).
 
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::{opcode, types};
+use io_uring::{opcode, squeue, types};
 
-use super::Op;
-use super::SharedFd;
-use crate::driver::DriverRef;
-use crate::io::{IoBuf, IoBufMut};
+use super::{Interest, OpCode, Plan, Syscall};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::fd::SharedFd;
 
 /// A socket address as the kernel reads and writes it: storage for any family, and its
 /// length. Boxed by the operations that use it, so the kernel's pointer survives moves.
@@ -74,9 +72,11 @@ impl Msg {
         msg
     }
 
-    /// The length of the address the kernel wrote (after a RECVMSG).
-    pub(crate) fn name_len(&self) -> libc::socklen_t {
-        self.hdr.msg_namelen
+    /// The address the kernel wrote (after a RECVMSG).
+    pub(crate) fn source(&self) -> RawAddr {
+        let mut addr = self.addr;
+        addr.len = self.hdr.msg_namelen;
+        addr
     }
 }
 
@@ -86,188 +86,357 @@ fn len32(n: usize) -> u32 {
 }
 
 /// `connect(fd, addr)`.
-pub(crate) fn connect(fd: &SharedFd, addr: Box<RawAddr>) -> io::Result<Op<Box<RawAddr>>> {
-    let sqe = opcode::Connect::new(
-        types::Fd(fd.as_raw_fd()),
-        (&raw const addr.storage).cast(),
-        addr.len,
-    )
-    .build();
-    // SAFETY: the SQE points into the boxed address, which the op owns.
-    unsafe { Op::try_submit(sqe, addr) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, _)| e)
+#[derive(Debug)]
+pub(crate) struct Connect {
+    fd: SharedFd,
+    addr: Box<RawAddr>,
 }
 
-/// `accept4(fd, &addr, &len, SOCK_CLOEXEC)`: the peer's address lands in the returned box.
-pub(crate) fn accept(fd: &SharedFd) -> io::Result<Op<Box<RawAddr>>> {
-    let mut addr = Box::new(RawAddr::empty());
-    let sqe = opcode::Accept::new(
-        types::Fd(fd.as_raw_fd()),
-        (&raw mut addr.storage).cast(),
-        &raw mut addr.len,
-    )
-    .flags(libc::SOCK_CLOEXEC)
-    .build();
-    // SAFETY: both pointers point into the boxed address, which the op owns.
-    unsafe { Op::try_submit(sqe, addr) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, _)| e)
+impl Connect {
+    pub(crate) fn new(fd: &SharedFd, addr: RawAddr) -> Connect {
+        Connect {
+            fd: fd.clone(),
+            addr: Box::new(addr),
+        }
+    }
+}
+
+// SAFETY: the only pointer is into the op's boxed address.
+unsafe impl OpCode for Connect {
+    const CODE: u8 = opcode::Connect::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::Connect::new(
+            types::Fd(self.fd.as_raw_fd()),
+            (&raw const self.addr.storage).cast(),
+            self.addr.len,
+        )
+        .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_connect,
+            &[
+                self.fd.as_raw_fd() as usize,
+                (&raw const self.addr.storage) as usize,
+                self.addr.len as usize,
+            ],
+        );
+        Plan::Connect { fd: &self.fd, call }
+    }
+}
+
+/// `accept4(fd, &addr, &len, SOCK_CLOEXEC)`: the result is the new descriptor (the caller owns
+/// it), the peer's address lands in [`Accept::addr`].
+#[derive(Debug)]
+pub(crate) struct Accept {
+    fd: SharedFd,
+    pub(crate) addr: Box<RawAddr>,
+}
+
+impl Accept {
+    pub(crate) fn new(fd: &SharedFd) -> Accept {
+        Accept {
+            fd: fd.clone(),
+            addr: Box::new(RawAddr::empty()),
+        }
+    }
+}
+
+// SAFETY: both pointers point into the op's boxed address.
+unsafe impl OpCode for Accept {
+    const CODE: u8 = opcode::Accept::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::Accept::new(
+            types::Fd(self.fd.as_raw_fd()),
+            (&raw mut self.addr.storage).cast(),
+            &raw mut self.addr.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_accept4,
+            &[
+                self.fd.as_raw_fd() as usize,
+                (&raw mut self.addr.storage) as usize,
+                (&raw mut self.addr.len) as usize,
+                libc::SOCK_CLOEXEC as usize,
+            ],
+        );
+        Plan::Ready {
+            fd: &self.fd,
+            interest: Interest::Read,
+            call,
+        }
+    }
 }
 
 /// `recv(fd, buf, bytes_total, 0)`.
-pub(crate) fn recv<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> Result<Op<B>, (io::Error, B)> {
-    let sqe = opcode::Recv::new(
-        types::Fd(fd.as_raw_fd()),
-        buf.stable_mut_ptr(),
-        len32(buf.bytes_total()),
-    )
-    .build();
-    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
-    // while the op owns the buffer.
-    unsafe { Op::try_submit(sqe, buf) }.map(|op| op.keep_fd(fd))
+#[derive(Debug)]
+pub(crate) struct Recv<B> {
+    fd: SharedFd,
+    pub(crate) buf: B,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B) -> Recv<B> {
+        Recv {
+            fd: fd.clone(),
+            buf,
+        }
+    }
+}
+
+// SAFETY: the pointer is the buffer's stable heap address, valid for `bytes_total` bytes while
+// the op owns the buffer.
+unsafe impl<B: IoBufMut> OpCode for Recv<B> {
+    const CODE: u8 = opcode::Recv::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::Recv::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.buf.stable_mut_ptr(),
+            len32(self.buf.bytes_total()),
+        )
+        .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_recvfrom,
+            &[
+                self.fd.as_raw_fd() as usize,
+                self.buf.stable_mut_ptr() as usize,
+                self.buf.bytes_total(),
+                0,
+                0,
+                0,
+            ],
+        );
+        Plan::Ready {
+            fd: &self.fd,
+            interest: Interest::Read,
+            call,
+        }
+    }
 }
 
 /// `send(fd, buf, bytes_init, MSG_NOSIGNAL)`: a closed peer gives EPIPE, never SIGPIPE.
-pub(crate) fn send<B: IoBuf>(fd: &SharedFd, buf: B) -> Result<Op<B>, (io::Error, B)> {
-    let sqe = opcode::Send::new(
-        types::Fd(fd.as_raw_fd()),
-        buf.stable_ptr(),
-        len32(buf.bytes_init()),
-    )
-    .flags(libc::MSG_NOSIGNAL)
-    .build();
-    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_init bytes
-    // while the op owns the buffer.
-    unsafe { Op::try_submit(sqe, buf) }.map(|op| op.keep_fd(fd))
+#[derive(Debug)]
+pub(crate) struct Send<B> {
+    fd: SharedFd,
+    pub(crate) buf: B,
 }
 
-/// `sendmsg` of several buffers in order (a gathered write), with MSG_NOSIGNAL.
-#[allow(clippy::type_complexity)]
-pub(crate) fn sendv<B: IoBuf>(
-    fd: &SharedFd,
-    bufs: Vec<B>,
-) -> Result<Op<(Vec<B>, Box<Msg>)>, (io::Error, Vec<B>)> {
-    let iovs = bufs
-        .iter()
-        .map(|b| libc::iovec {
-            iov_base: b.stable_ptr() as *mut libc::c_void,
-            iov_len: b.bytes_init(),
-        })
-        .collect();
-    let msg = Msg::boxed(iovs, None);
-    let sqe = opcode::SendMsg::new(types::Fd(fd.as_raw_fd()), &raw const msg.hdr)
-        .flags(libc::MSG_NOSIGNAL as u32)
-        .build();
-    // SAFETY: the SQE points to the boxed header, which points to the iovecs' heap buffer
-    // (owned by the box), which point to the buffers' stable heap bytes; the op owns the
-    // buffers and the box.
-    unsafe { Op::try_submit(sqe, (bufs, msg)) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, (bufs, _))| (e, bufs))
+impl<B: IoBuf> Send<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B) -> Send<B> {
+        Send {
+            fd: fd.clone(),
+            buf,
+        }
+    }
 }
 
-/// `sendmsg` of one buffer to `addr` (an unconnected datagram socket), with MSG_NOSIGNAL.
-#[allow(clippy::type_complexity)]
-pub(crate) fn send_to<B: IoBuf>(
-    fd: &SharedFd,
-    buf: B,
-    addr: RawAddr,
-) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
-    let iov = libc::iovec {
-        iov_base: buf.stable_ptr() as *mut libc::c_void,
-        iov_len: buf.bytes_init(),
-    };
-    let msg = Msg::boxed(vec![iov], Some(addr));
-    let sqe = opcode::SendMsg::new(types::Fd(fd.as_raw_fd()), &raw const msg.hdr)
-        .flags(libc::MSG_NOSIGNAL as u32)
-        .build();
-    // SAFETY: as in `sendv`: header, address and iovec live in the box, the bytes in the
-    // buffer; the op owns both.
-    unsafe { Op::try_submit(sqe, (buf, msg)) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, (buf, _))| (e, buf))
+// SAFETY: the pointer is the buffer's stable address, valid for `bytes_init` bytes while the
+// op owns the buffer.
+unsafe impl<B: IoBuf> OpCode for Send<B> {
+    const CODE: u8 = opcode::Send::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::Send::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.buf.stable_ptr(),
+            len32(self.buf.bytes_init()),
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_sendto,
+            &[
+                self.fd.as_raw_fd() as usize,
+                self.buf.stable_ptr() as usize,
+                self.buf.bytes_init(),
+                libc::MSG_NOSIGNAL as usize,
+                0,
+                0,
+            ],
+        );
+        Plan::Ready {
+            fd: &self.fd,
+            interest: Interest::Write,
+            call,
+        }
+    }
 }
 
-/// `recvmsg` into one buffer, with the sender's address: read `Msg::addr` (length
-/// `Msg::name_len`) after the completion.
-#[allow(clippy::type_complexity)]
-pub(crate) fn recv_from<B: IoBufMut>(
-    fd: &SharedFd,
-    mut buf: B,
-) -> Result<Op<(B, Box<Msg>)>, (io::Error, B)> {
-    let iov = libc::iovec {
-        iov_base: buf.stable_mut_ptr().cast(),
-        iov_len: buf.bytes_total(),
-    };
-    let mut msg = Msg::boxed(vec![iov], Some(RawAddr::empty()));
-    let sqe = opcode::RecvMsg::new(types::Fd(fd.as_raw_fd()), &raw mut msg.hdr).build();
-    // SAFETY: the header, address storage and iovec live in the box, the bytes in the
-    // buffer's stable heap memory (bytes_total long); the op owns both.
-    unsafe { Op::try_submit(sqe, (buf, msg)) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, (buf, _))| (e, buf))
+/// `sendmsg(fd, msg, MSG_NOSIGNAL)` of buffers in order (a gathered write), to the connected
+/// peer or to an address (an unconnected datagram socket).
+pub(crate) struct SendMsg<B> {
+    fd: SharedFd,
+    pub(crate) bufs: Vec<B>,
+    msg: Box<Msg>,
+}
+
+impl<B> std::fmt::Debug for SendMsg<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMsg")
+            .field("fd", &self.fd)
+            .field("bufs", &self.bufs.len())
+            .finish()
+    }
+}
+
+impl<B: IoBuf> SendMsg<B> {
+    pub(crate) fn new(fd: &SharedFd, bufs: Vec<B>, to: Option<RawAddr>) -> SendMsg<B> {
+        let iovs = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_ptr() as *mut libc::c_void,
+                iov_len: b.bytes_init(),
+            })
+            .collect();
+        SendMsg {
+            fd: fd.clone(),
+            bufs,
+            msg: Msg::boxed(iovs, to),
+        }
+    }
+}
+
+// SAFETY: the SQE points to the boxed header, which points to the iovecs' heap buffer and the
+// address (owned by the box), and the iovecs point to the buffers' stable bytes; the op owns
+// the buffers and the box, and neither moves with the op.
+unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
+    const CODE: u8 = opcode::SendMsg::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), &raw const self.msg.hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_sendmsg,
+            &[
+                self.fd.as_raw_fd() as usize,
+                (&raw const self.msg.hdr) as usize,
+                libc::MSG_NOSIGNAL as usize,
+            ],
+        );
+        Plan::Ready {
+            fd: &self.fd,
+            interest: Interest::Write,
+            call,
+        }
+    }
+}
+
+/// `recvmsg` into one buffer, with the sender's address ([`RecvMsg::source`]).
+pub(crate) struct RecvMsg<B> {
+    fd: SharedFd,
+    pub(crate) buf: B,
+    msg: Box<Msg>,
+}
+
+impl<B> std::fmt::Debug for RecvMsg<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvMsg").field("fd", &self.fd).finish()
+    }
+}
+
+impl<B: IoBufMut> RecvMsg<B> {
+    pub(crate) fn new(fd: &SharedFd, mut buf: B) -> RecvMsg<B> {
+        let iov = libc::iovec {
+            iov_base: buf.stable_mut_ptr().cast(),
+            iov_len: buf.bytes_total(),
+        };
+        RecvMsg {
+            fd: fd.clone(),
+            buf,
+            msg: Msg::boxed(vec![iov], Some(RawAddr::empty())),
+        }
+    }
+
+    /// The sender's address (after the completion).
+    pub(crate) fn source(&self) -> RawAddr {
+        self.msg.source()
+    }
+}
+
+// SAFETY: the header, address storage and iovec live in the op's box, the bytes in the
+// buffer's stable memory (`bytes_total` long); the op owns both.
+unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
+    const CODE: u8 = opcode::RecvMsg::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &raw mut self.msg.hdr).build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let call = Syscall::new(
+            libc::SYS_recvmsg,
+            &[
+                self.fd.as_raw_fd() as usize,
+                (&raw mut self.msg.hdr) as usize,
+                0,
+            ],
+        );
+        Plan::Ready {
+            fd: &self.fd,
+            interest: Interest::Read,
+            call,
+        }
+    }
 }
 
 /// `shutdown(fd, how)`.
-pub(crate) fn shutdown(fd: &SharedFd, how: i32) -> io::Result<Op<()>> {
-    let sqe = opcode::Shutdown::new(types::Fd(fd.as_raw_fd()), how).build();
-    // SAFETY: SHUTDOWN carries no pointer.
-    unsafe { Op::try_submit(sqe, ()) }
-        .map(|op| op.keep_fd(fd))
-        .map_err(|(e, ())| e)
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    fd: SharedFd,
+    how: i32,
 }
 
-/// `recv` with a linked timeout: completes with `-ECANCELED` if nothing arrived within
-/// `timeout` (and then consumed nothing).
-pub(crate) fn recv_timeout<B: IoBufMut>(
-    fd: &SharedFd,
-    mut buf: B,
-    timeout: std::time::Duration,
-) -> Result<super::TimedOp<B>, (io::Error, B)> {
-    let sqe = opcode::Recv::new(
-        types::Fd(fd.as_raw_fd()),
-        buf.stable_mut_ptr(),
-        len32(buf.bytes_total()),
-    )
-    .build();
-    // SAFETY: the pointer is the buffer's stable heap address, valid for bytes_total bytes
-    // while the op owns the buffer.
-    unsafe { super::try_submit_with_timeout(sqe, timeout, buf) }.map(|op| op.keep_fd(fd))
+impl Shutdown {
+    pub(crate) fn new(fd: &SharedFd, how: i32) -> Shutdown {
+        Shutdown {
+            fd: fd.clone(),
+            how,
+        }
+    }
 }
 
-/// A multishot `accept4(fd, NULL, NULL, SOCK_CLOEXEC)` (Linux 5.19): one CQE per accepted
-/// connection, its result the new fd, until a CQE without `IORING_CQE_F_MORE`. Carries no
-/// address pointer (one would be overwritten by every connection): the caller asks
-/// `getpeername`. Returns the key that cancels it.
-pub(crate) fn accept_multishot(
-    driver: &DriverRef,
-    fd: RawFd,
-    handler: crate::driver::MultishotHandler,
-) -> io::Result<usize> {
-    let sqe = opcode::AcceptMulti::new(types::Fd(fd))
-        .flags(libc::SOCK_CLOEXEC)
-        .build();
-    // SAFETY: the SQE carries no pointer.
-    unsafe { driver.borrow_mut().submit_multishot(sqe, handler) }
-}
+// SAFETY: SHUTDOWN carries no pointer.
+unsafe impl OpCode for Shutdown {
+    const CODE: u8 = opcode::Shutdown::CODE;
 
-/// Ends a multishot operation on `driver`'s ring and hands the cancellation to the kernel at
-/// once (see `Driver::cancel_multishot`). Works outside the runtime's `block_on` too.
-pub(crate) fn cancel_multishot(driver: &DriverRef, key: usize) {
-    if let Ok(mut driver) = driver.try_borrow_mut() {
-        driver.cancel_multishot(key);
-        let _ = driver.flush_submissions();
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::Shutdown::new(types::Fd(self.fd.as_raw_fd()), self.how).build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        Plan::Now(Syscall::new(
+            libc::SYS_shutdown,
+            &[self.fd.as_raw_fd() as usize, self.how as usize],
+        ))
     }
 }
 
 /// The peer address of a connected socket (`getpeername`).
-pub(crate) fn peer_addr(fd: RawFd) -> io::Result<Box<RawAddr>> {
+pub(crate) fn peer_addr(fd: RawFd) -> std::io::Result<Box<RawAddr>> {
     let mut addr = Box::new(RawAddr::empty());
     // SAFETY: both pointers point into the boxed address, valid for the call.
     let r = unsafe { libc::getpeername(fd, (&raw mut addr.storage).cast(), &raw mut addr.len) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(addr)
 }

@@ -1,5 +1,8 @@
-//! Owned buffers for io_uring operations: `IoBuf` (the kernel reads from it), `IoBufMut` (the
-//! kernel writes into it), `Slice` (a range of either), and `BufResult`.
+//! Owned buffers for the operations the kernel performs: `IoBuf` (the kernel reads from it),
+//! `IoBufMut` (the kernel writes into it), `Slice` (a range of either), and `BufResult`.
+//!
+//! The base layer: the driver, below every other module, hands these buffers to the kernel;
+//! `ringloop::io` re-exports them.
 //!
 //! An operation takes its buffer by value and gives it back with the result, so the buffer
 //! is owned by the operation while the kernel may touch it (DESIGN.md section 3). The traits

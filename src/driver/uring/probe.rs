@@ -1,36 +1,64 @@
-//! Ring set-up and kernel probing: builds the `IoUring` and turns a refusal into an error that
-//! names the cause and points to LINUX_ONLY.md.
+//! Ring set-up and kernel probing: builds the `IoUring`, asks the kernel once which opcodes
+//! it has (`IORING_REGISTER_PROBE`), and turns a refusal into an error that names the cause
+//! and points to LINUX_ONLY.md.
 
 use std::io;
 
-use io_uring::IoUring;
+use io_uring::{IoUring, opcode};
 
-/// Options the runtime's `Builder` passes down to the ring.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RingConfig {
-    /// Submission queue entries (the kernel rounds up to a power of two).
-    pub(crate) entries: u32,
-    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
-    pub(crate) sqpoll_idle_ms: Option<u32>,
+use crate::driver::DriverConfig;
+
+/// What the kernel's io_uring can do, learned once when the ring is set up.
+#[derive(Clone)]
+pub(crate) struct Features {
+    /// One bit per opcode the kernel supports.
+    opcodes: [u64; 4],
+    /// Multishot accept (Linux 5.19). It is a flag of `IORING_OP_ACCEPT`, which a probe cannot
+    /// see, so it is read off `IORING_OP_SOCKET`, which arrived in the same release.
+    pub(crate) multishot_accept: bool,
 }
 
-impl Default for RingConfig {
-    fn default() -> Self {
-        RingConfig {
-            entries: 256,
-            sqpoll_idle_ms: None,
+impl Features {
+    /// Whether the kernel's ring has `opcode`.
+    pub(crate) fn supports(&self, code: u8) -> bool {
+        self.opcodes[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
+
+    fn probe(ring: &IoUring) -> io::Result<Features> {
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "ringloop: the kernel refused IORING_REGISTER_PROBE ({e}); it needs Linux 5.6 \
+                     or later, see LINUX_ONLY.md"
+                ),
+            )
+        })?;
+        let mut opcodes = [0u64; 4];
+        for code in 0..=u8::MAX {
+            if probe.is_supported(code) {
+                opcodes[usize::from(code / 64)] |= 1 << (code % 64);
+            }
         }
+        Ok(Features {
+            opcodes,
+            multishot_accept: probe.is_supported(opcode::Socket::CODE),
+        })
     }
 }
 
-/// Builds the ring, preferring cheap task-run modes, and checks the features the driver relies on.
-pub(crate) fn setup(config: &RingConfig) -> io::Result<IoUring> {
-    if config.entries == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "ringloop: ring entries must be at least 1",
-        ));
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Features")
+            .field("multishot_accept", &self.multishot_accept)
+            .finish_non_exhaustive()
     }
+}
+
+/// Builds the ring, preferring cheap task-run modes, checks the features the driver relies on,
+/// and probes the opcodes.
+pub(crate) fn setup(config: &DriverConfig) -> io::Result<(IoUring, Features)> {
     // Set-up flags from newest to oldest: SINGLE_ISSUER (6.0) matches our model (only the loop
     // thread submits); COOP_TASKRUN (5.19) avoids an inter-processor interrupt per completion,
     // and TASKRUN_FLAG makes the kernel say, through the SQ flags, when completions wait for
@@ -90,7 +118,8 @@ pub(crate) fn setup(config: &RingConfig) -> io::Result<IoUring> {
              completions can be lost when the completion queue overflows; see LINUX_ONLY.md",
         ));
     }
-    Ok(ring)
+    let features = Features::probe(&ring)?;
+    Ok((ring, features))
 }
 
 /// Turns the errno of a failed `io_uring_setup` into an error a user can act on.
