@@ -76,7 +76,8 @@
 //!    Measures the submit / hand-off / completion path of the thread pools. Metric: ns per job.
 
 mod common;
-use common::{env_parse, median, ringloop_rt, tokio_rt};
+use common::{DRIVERS, driver_name, env_parse, median, ringloop_rt_on, tokio_rt};
+use ringloop::DriverKind;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -187,8 +188,8 @@ fn timer_metrics(start: Instant, results: &[(Instant, Duration)], wall: Duration
 // 1. spawn
 // ---------------------------------------------------------------------------------------------
 
-fn spawn_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn spawn_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
         let handles: Vec<_> = (0..n).map(|i| ringloop::spawn(async move { i })).collect();
@@ -221,8 +222,8 @@ fn spawn_tokio(n: usize) -> Vec<f64> {
 // 2. yield
 // ---------------------------------------------------------------------------------------------
 
-fn yield_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn yield_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let task = ringloop::spawn(async move {
             let start = Instant::now();
@@ -255,8 +256,8 @@ fn yield_tokio(n: usize) -> Vec<f64> {
 // 3. ping-pong
 // ---------------------------------------------------------------------------------------------
 
-fn ping_pong_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn ping_pong_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let (mut ping_tx, mut ping_rx) = futures::channel::mpsc::channel::<usize>(1);
         let (mut pong_tx, mut pong_rx) = futures::channel::mpsc::channel::<usize>(1);
@@ -338,8 +339,8 @@ fn ping_pong_tokio_native(n: usize) -> Vec<f64> {
 // 4. timers
 // ---------------------------------------------------------------------------------------------
 
-fn timers_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn timers_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let (start, results, wall) = rt.block_on(async move {
         let start = Instant::now();
         let handles: Vec<_> = (0..n)
@@ -394,8 +395,8 @@ fn timers_tokio(n: usize) -> Vec<f64> {
 // 5. memory (each run in a child process, see `memory_in_child`)
 // ---------------------------------------------------------------------------------------------
 
-fn memory_child_ringloop(n: usize) -> f64 {
-    let rt = ringloop_rt();
+fn memory_child_ringloop(kind: DriverKind, n: usize) -> f64 {
+    let rt = ringloop_rt_on(kind);
     let bytes = rt.block_on(async move {
         let before = rss_bytes();
         for _ in 0..n {
@@ -432,7 +433,8 @@ fn memory_child_tokio(n: usize) -> f64 {
     bytes as f64 / n as f64
 }
 
-/// Runs the `memory` workload for `runtime` in a fresh copy of this executable.
+/// Runs the `memory` workload for `runtime` (a driver's name, or "tokio") in a fresh copy of
+/// this executable.
 fn memory_in_child(runtime: &str, n: usize) -> Vec<f64> {
     let exe = std::env::current_exe().expect("current_exe");
     let out = Command::new(exe)
@@ -454,8 +456,8 @@ fn memory_in_child(runtime: &str, n: usize) -> Vec<f64> {
     vec![value]
 }
 
-fn memory_ringloop(n: usize) -> Vec<f64> {
-    memory_in_child("ringloop", n)
+fn memory_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    memory_in_child(driver_name(kind), n)
 }
 
 fn memory_tokio(n: usize) -> Vec<f64> {
@@ -468,8 +470,8 @@ fn memory_tokio(n: usize) -> Vec<f64> {
 
 const NOP_TASKS: usize = 64;
 
-fn nop_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn nop_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let sequential = rt.block_on(async move {
         let task = ringloop::spawn(async move {
             let start = Instant::now();
@@ -517,8 +519,8 @@ fn gather_check(sum: usize, n: usize) {
     assert_eq!(sum, n * (n - 1) / 2);
 }
 
-fn gather_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn gather_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
         let out = ringloop::gather((0..n).map(gather_child)).await;
@@ -529,8 +531,8 @@ fn gather_ringloop(n: usize) -> Vec<f64> {
 }
 
 /// Informative: `ringloop::gather` over spawned tasks.
-fn gather_ringloop_tasks(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn gather_ringloop_tasks(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
         let out = ringloop::gather((0..n).map(|i| ringloop::spawn(gather_child(i)))).await;
@@ -583,8 +585,8 @@ fn pool_check(sum: u64, n: usize) {
     assert_eq!(sum, 4950 * n as u64);
 }
 
-fn pool_ringloop(n: usize) -> Vec<f64> {
-    let rt = ringloop_rt();
+fn pool_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {
+    let rt = ringloop_rt_on(kind);
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
         let futs: Vec<ringloop::PoolFuture<u64>> =
@@ -599,8 +601,9 @@ fn pool_ringloop(n: usize) -> Vec<f64> {
     vec![ns_per(elapsed, n)]
 }
 
-/// Informative: a default-sized `ringloop::ThreadPool` driven from the main thread, no runtime.
-fn pool_ringloop_thread_pool(n: usize) -> Vec<f64> {
+/// Informative: a default-sized `ringloop::ThreadPool` driven from the main thread, no runtime
+/// (so the driver is unused: both driver columns measure the same code).
+fn pool_ringloop_thread_pool(_kind: DriverKind, n: usize) -> Vec<f64> {
     let start = Instant::now();
     let pool = ringloop::ThreadPool::builder().build();
     let futs: Vec<_> = (0..n).map(|_| pool.submit(pool_job)).collect();
@@ -684,10 +687,14 @@ fn pool_python(n: usize) -> Vec<f64> {
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// One run of a workload on one runtime: takes the scaled count, returns one value per metric.
+/// One run of a workload on tokio (or another contender): takes the scaled count, returns one
+/// value per metric.
 type RunFn = fn(usize) -> Vec<f64>;
 
-/// How a metric is judged.
+/// One run of a workload on ringloop on the given driver.
+type DriverRunFn = fn(DriverKind, usize) -> Vec<f64>;
+
+/// How a metric is judged, for each driver's column.
 #[derive(Clone, Copy)]
 enum Goal {
     /// ringloop / tokio at most this.
@@ -703,31 +710,28 @@ struct Metric {
     goal: Goal,
 }
 
-/// Which column of its row an informative variant's value goes to.
-#[derive(Clone, Copy)]
-enum Side {
-    /// A ringloop variant: compared with tokio's main run.
-    Ringloop,
-    /// Another contender (tokio variant, another language): compared with ringloop's main run.
-    Other,
-}
-
 /// An informative variant of a workload, run after the main ones in every repetition and shown
-/// as its own row "workload (label)".
-struct Extra {
-    label: &'static str,
-    side: Side,
-    run: RunFn,
+/// as its own row "workload (label)". The columns it does not run in show the main runs'
+/// medians, so that its ratios compare it with them.
+enum Extra {
+    /// A ringloop variant, run on every driver; compared with tokio's main run.
+    Ringloop {
+        label: &'static str,
+        run: DriverRunFn,
+    },
+    /// Another contender (a tokio variant, another language), in the tokio column; compared
+    /// with each driver's main run.
+    Other { label: &'static str, run: RunFn },
 }
 
-/// One workload: its name, base count, metrics and one run function per runtime (each gets the
-/// scaled count and returns one value per metric), plus informative variants (one row each).
-/// The goals judge the main runs only.
+/// One workload: its name, base count, metrics and its run functions (each gets the scaled
+/// count and returns one value per metric): ringloop's, run on every driver, and tokio's; plus
+/// informative variants (one row each). The goals judge the main runs only.
 struct Workload {
     name: &'static str,
     count: usize,
     metrics: &'static [Metric],
-    ringloop: RunFn,
+    ringloop: DriverRunFn,
     tokio: Option<RunFn>,
     extras: &'static [Extra],
 }
@@ -765,9 +769,8 @@ fn workloads() -> Vec<Workload> {
             }],
             ringloop: ping_pong_ringloop,
             tokio: Some(ping_pong_tokio),
-            extras: &[Extra {
+            extras: &[Extra::Other {
                 label: "tokio-native",
-                side: Side::Other,
                 run: ping_pong_tokio_native,
             }],
         },
@@ -838,14 +841,12 @@ fn workloads() -> Vec<Workload> {
             ringloop: gather_ringloop,
             tokio: Some(gather_tokio_join_set),
             extras: &[
-                Extra {
+                Extra::Other {
                     label: "tokio join_all",
-                    side: Side::Other,
                     run: gather_tokio_join_all,
                 },
-                Extra {
+                Extra::Ringloop {
                     label: "ringloop spawned tasks",
-                    side: Side::Ringloop,
                     run: gather_ringloop_tasks,
                 },
             ],
@@ -860,14 +861,12 @@ fn workloads() -> Vec<Workload> {
             ringloop: pool_ringloop,
             tokio: Some(pool_tokio),
             extras: &[
-                Extra {
+                Extra::Ringloop {
                     label: "ringloop ThreadPool, no runtime",
-                    side: Side::Ringloop,
                     run: pool_ringloop_thread_pool,
                 },
-                Extra {
+                Extra::Other {
                     label: "python ThreadPoolExecutor",
-                    side: Side::Other,
                     run: pool_python,
                 },
             ],
@@ -889,8 +888,8 @@ fn fmt_value(v: f64) -> String {
 }
 
 /// Runs one workload on one runtime and prints a progress line; returns one value per metric.
-fn run_one(workload: &Workload, label: &str, rep: usize, n: usize, f: RunFn) -> Vec<f64> {
-    let values = f(n);
+fn run_one(workload: &Workload, label: &str, rep: usize, f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
+    let values = f();
     assert_eq!(values.len(), workload.metrics.len());
     let shown: Vec<String> = workload
         .metrics
@@ -908,14 +907,73 @@ fn run_one(workload: &Workload, label: &str, rep: usize, n: usize, f: RunFn) -> 
     values
 }
 
+/// The columns of the table: one per driver (`DRIVERS`' order), then tokio.
+const TOKIO: usize = DRIVERS.len();
+const COLUMNS: usize = DRIVERS.len() + 1;
+
+/// The values of one row: `[column][metric]`, each the list of its repetitions.
+type Samples = Vec<Vec<Vec<f64>>>;
+
+/// Appends one run's values (one per metric) to `samples[column]`.
+fn record(samples: &mut Samples, column: usize, values: Vec<f64>) {
+    for (i, v) in values.into_iter().enumerate() {
+        samples[column][i].push(v);
+    }
+}
+
+/// The table's cells for metric `i` of a row: each column's median (NaN if it was not run),
+/// then each driver's ratio to tokio.
+fn cells(medians: &[f64]) -> Vec<String> {
+    let mut cells: Vec<String> = medians.iter().map(|&v| fmt_value(v)).collect();
+    for &v in &medians[..TOKIO] {
+        let ratio = v / medians[TOKIO];
+        cells.push(if ratio.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{ratio:.3}")
+        });
+    }
+    cells
+}
+
+impl Goal {
+    /// Whether a driver's median `v` meets the goal, given tokio's median.
+    fn met(self, v: f64, tokio: f64) -> bool {
+        match self {
+            Goal::RatioAtMost(g) => v / tokio <= g,
+            Goal::Below(g) => v < g,
+            Goal::None => true,
+        }
+    }
+}
+
+/// The goal cell of a main row: the goal, and for each driver whether it was met.
+fn goal_cell(goal: Goal, medians: &[f64]) -> String {
+    let what = match goal {
+        Goal::RatioAtMost(g) => format!("ratio ≤ {g}"),
+        Goal::Below(g) => format!("< {g}"),
+        Goal::None => return "informative".to_string(),
+    };
+    let verdicts: Vec<String> = DRIVERS
+        .iter()
+        .zip(medians)
+        .map(|(&d, &v)| {
+            let met = goal.met(v, medians[TOKIO]);
+            format!("{} {}", driver_name(d), if met { "met" } else { "MISSED" })
+        })
+        .collect();
+    format!("{what}: {}", verdicts.join(", "))
+}
+
 fn main() {
     // Re-executed by `memory_in_child`: run one memory measurement and print it.
     if let Ok(child) = std::env::var("BENCH_CHILD") {
         let n: usize = env_parse("BENCH_CHILD_N").expect("BENCH_CHILD_N");
-        let bytes = match child.as_str() {
-            "memory:ringloop" => memory_child_ringloop(n),
-            "memory:tokio" => memory_child_tokio(n),
-            other => panic!("unknown BENCH_CHILD={other}"),
+        let runtime = child.strip_prefix("memory:").unwrap_or("?");
+        let bytes = match DRIVERS.into_iter().find(|&d| driver_name(d) == runtime) {
+            Some(kind) => memory_child_ringloop(kind, n),
+            None if runtime == "tokio" => memory_child_tokio(n),
+            None => panic!("unknown BENCH_CHILD={child}"),
         };
         println!("{bytes}");
         return;
@@ -942,111 +1000,96 @@ fn main() {
         eprintln!("BENCH_ONLY matched no workload");
         return;
     }
-    eprintln!("ringloop vs tokio current_thread: {reps} repetitions, scale {scale}");
+    eprintln!(
+        "ringloop (io_uring, epoll) vs tokio current_thread: {reps} repetitions, scale {scale}"
+    );
 
-    // Rows of the final table: (workload, metric, ringloop median, tokio median, goal).
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    // Rows of the final table: workload, metric, `cells`, goal.
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for w in &workloads {
         let n = ((w.count as f64 * scale).round() as usize).max(2);
         let k = w.metrics.len();
-        let mut ours = vec![Vec::new(); k];
-        let mut theirs = vec![Vec::new(); k];
-        let mut extra = vec![vec![Vec::new(); k]; w.extras.len()];
+        let mut main: Samples = vec![vec![Vec::new(); k]; COLUMNS];
+        let mut extra: Vec<Samples> = vec![vec![vec![Vec::new(); k]; COLUMNS]; w.extras.len()];
         for rep in 0..reps {
-            for (i, v) in run_one(w, "ringloop", rep, n, w.ringloop)
-                .into_iter()
-                .enumerate()
-            {
-                ours[i].push(v);
+            for (c, &d) in DRIVERS.iter().enumerate() {
+                let values = run_one(w, driver_name(d), rep, || (w.ringloop)(d, n));
+                record(&mut main, c, values);
             }
             if let Some(f) = w.tokio {
-                for (i, v) in run_one(w, "tokio", rep, n, f).into_iter().enumerate() {
-                    theirs[i].push(v);
-                }
+                record(&mut main, TOKIO, run_one(w, "tokio", rep, || f(n)));
             }
             for (x, e) in w.extras.iter().enumerate() {
-                for (i, v) in run_one(w, e.label, rep, n, e.run).into_iter().enumerate() {
-                    extra[x][i].push(v);
+                match *e {
+                    Extra::Ringloop { label, run } => {
+                        for (c, &d) in DRIVERS.iter().enumerate() {
+                            let label = format!("{label}, {}", driver_name(d));
+                            let values = run_one(w, &label, rep, || run(d, n));
+                            record(&mut extra[x], c, values);
+                        }
+                    }
+                    Extra::Other { label, run } => {
+                        record(&mut extra[x], TOKIO, run_one(w, label, rep, || run(n)));
+                    }
                 }
             }
         }
         for (i, m) in w.metrics.iter().enumerate() {
-            let r = median(&ours[i]);
-            let t = (!theirs[i].is_empty()).then(|| median(&theirs[i]));
-            let ratio = t.map(|t| r / t);
-            let goal = match m.goal {
-                Goal::RatioAtMost(g) => {
-                    let met = ratio.is_some_and(|x| x <= g);
-                    format!("ratio ≤ {g} ({})", if met { "met" } else { "MISSED" })
-                }
-                Goal::Below(g) => {
-                    let met = r < g;
-                    format!("ringloop < {g} ({})", if met { "met" } else { "MISSED" })
-                }
-                Goal::None => "informative".to_string(),
-            };
-            rows.push([
-                w.name.to_string(),
-                m.name.to_string(),
-                fmt_value(r),
-                t.map_or("-".to_string(), fmt_value),
-                ratio.map_or("-".to_string(), |x| format!("{x:.3}")),
-                goal,
-            ]);
+            // A column that was not run (tokio for a ringloop-only workload) has NaN.
+            let medians: Vec<f64> = main.iter().map(|col| median(&col[i])).collect();
+            let mut row = vec![w.name.to_string(), m.name.to_string()];
+            row.extend(cells(&medians));
+            row.push(goal_cell(m.goal, &medians));
+            rows.push(row);
             for (x, e) in w.extras.iter().enumerate() {
-                let v = median(&extra[x][i]);
-                let (ours, theirs) = match e.side {
-                    Side::Ringloop => (v, t.unwrap_or(f64::NAN)),
-                    Side::Other => (r, v),
+                let label = match e {
+                    Extra::Ringloop { label, .. } | Extra::Other { label, .. } => label,
                 };
-                let ratio = ours / theirs;
-                rows.push([
-                    format!("{} ({})", w.name, e.label),
-                    m.name.to_string(),
-                    fmt_value(ours),
-                    fmt_value(theirs),
-                    if ratio.is_nan() {
-                        "-".to_string()
-                    } else {
-                        format!("{ratio:.3}")
-                    },
-                    "informative".to_string(),
-                ]);
+                // The extra's own columns, the main runs' medians in the others.
+                let ext: Vec<f64> = (0..COLUMNS)
+                    .map(|c| match &extra[x][c][i] {
+                        v if v.is_empty() => medians[c],
+                        v => median(v),
+                    })
+                    .collect();
+                let mut row = vec![format!("{} ({label})", w.name), m.name.to_string()];
+                row.extend(cells(&ext));
+                row.push("informative".to_string());
+                rows.push(row);
             }
         }
     }
 
-    let header = [
-        "workload",
-        "metric",
-        "ringloop (median)",
-        "tokio (median)",
-        "ratio",
-        "goal",
-    ];
-    let mut widths = header.map(|h| h.chars().count());
+    let mut header = vec!["workload".to_string(), "metric".to_string()];
+    header.extend(DRIVERS.iter().map(|&d| format!("{} (median)", driver_name(d))));
+    header.push("tokio (median)".to_string());
+    header.extend(DRIVERS.iter().map(|&d| format!("{} / tokio", driver_name(d))));
+    header.push("goal".to_string());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
             .collect();
         println!("| {} |", padded.join(" | "));
     };
     println!();
-    println!("ringloop vs tokio (current_thread), {reps} repetitions, scale {scale}");
+    println!(
+        "ringloop (io_uring, epoll) vs tokio (current_thread), {reps} repetitions, scale {scale}"
+    );
     if !bench_mode {
         println!("(smoke test without --bench: the numbers are not meaningful)");
     }
-    line(header);
+    line(&header);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
     println!("|-{}-|", rule.join("-|-"));
     for row in &rows {
-        line(row.each_ref().map(String::as_str));
+        line(row);
     }
 }

@@ -58,13 +58,53 @@ fn only_the_driver_names_io_uring() {
     );
 }
 
+/// The issue that split the drivers: above `driver/`, nothing may read what only io_uring
+/// means (CQE flags, `ECANCELED` as "timed out", `EINVAL` as "opcode missing", user_data).
+#[test]
+fn nothing_above_the_driver_names_an_io_uring_concept() {
+    let concepts = [
+        "io_uring::",
+        "io_uring_",
+        "cqe",
+        "sqe",
+        "ECANCELED",
+        "IORING_",
+        "user_data",
+        ".more()",
+        "Some(libc::EINVAL)",
+    ];
+    let mut offenders = Vec::new();
+    for path in rust_files(&src()) {
+        let name = rel(&path);
+        if name.starts_with("driver/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in code_lines(&text) {
+            let lower = line.to_lowercase();
+            for c in concepts {
+                if lower.contains(&c.to_lowercase()) {
+                    offenders.push(format!("{name}:{}: {c}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "io_uring concepts above driver/:\n{}",
+        offenders.join("\n")
+    );
+}
+
 #[test]
 fn layers_only_use_the_layers_below() {
-    // Layer order (DESIGN.md): driver -> runtime -> future -> io/fs/net -> pool.
+    // Layer order (DESIGN.md): buf -> driver -> runtime -> future -> io/fs/net -> pool.
     let forbidden: &[(&str, &[&str])] = &[
+        ("buf.rs", &["crate::"]),
         (
             "driver/",
             &[
+                "crate::io",
                 "crate::runtime",
                 "crate::future",
                 "crate::fs",

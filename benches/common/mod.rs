@@ -2,9 +2,42 @@
 
 #![allow(dead_code)] // Each benchmark uses its own subset.
 
-/// A ringloop runtime with default settings.
+use ringloop::DriverKind;
+
+/// The drivers every ringloop workload runs on, in the order of the tables' columns.
+pub const DRIVERS: [DriverKind; 2] = [DriverKind::IoUring, DriverKind::Epoll];
+
+/// The name of a driver in tables, progress lines and child-process arguments.
+pub fn driver_name(kind: DriverKind) -> &'static str {
+    match kind {
+        DriverKind::IoUring => "io_uring",
+        DriverKind::Epoll => "epoll",
+        DriverKind::Auto => "auto",
+    }
+}
+
+/// A ringloop runtime on `kind`, chosen explicitly so that `RINGLOOP_DRIVER` cannot change it.
+///
+/// # Panics
+///
+/// If the runtime cannot be built on that driver.
+pub fn ringloop_rt_on(kind: DriverKind) -> ringloop::Runtime {
+    let rt = ringloop::Runtime::builder()
+        .driver(kind)
+        .build()
+        .unwrap_or_else(|e| panic!("ringloop runtime on {}: {e}", driver_name(kind)));
+    assert_eq!(rt.driver_kind(), kind, "the runtime's driver");
+    rt
+}
+
+/// A ringloop runtime on io_uring (explicitly: never epoll, whatever `RINGLOOP_DRIVER` says).
 pub fn ringloop_rt() -> ringloop::Runtime {
-    ringloop::Runtime::new().expect("ringloop runtime")
+    ringloop_rt_on(DriverKind::IoUring)
+}
+
+/// A ringloop runtime on epoll.
+pub fn ringloop_epoll_rt() -> ringloop::Runtime {
+    ringloop_rt_on(DriverKind::Epoll)
 }
 
 /// tokio's current-thread runtime, the side-by-side baseline.

@@ -26,6 +26,8 @@ mod epoll;
 pub(crate) mod fd;
 pub(crate) mod notify;
 pub(crate) mod op;
+#[cfg(test)]
+mod tests;
 mod uring;
 
 use std::cell::RefCell;

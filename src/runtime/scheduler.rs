@@ -295,9 +295,9 @@ impl Local {
             self.driver.borrow_mut().poll_io()
         };
         if let Err(e) = result {
-            // The ring refused an enter for a reason other than a signal, a timeout or
+            // The driver could not wait for I/O for a reason other than a signal, a timeout or
             // back-pressure; nothing sensible can continue.
-            panic!("ringloop: io_uring_enter failed: {e}");
+            panic!("ringloop: the driver failed to wait for I/O: {e}");
         }
         self.wake_io();
     }
