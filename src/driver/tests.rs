@@ -88,7 +88,8 @@ fn wait_until(driver: &DriverRef, done: impl Fn() -> bool) {
 fn socketpair(ty: libc::c_int) -> (SharedFd, SharedFd) {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills the two ints.
-    let r = unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let r =
+        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     assert_eq!(r, 0);
     // SAFETY: fresh descriptors, owned by nobody else.
     unsafe {
@@ -129,8 +130,8 @@ fn file_operations_on_both_drivers() {
         r.unwrap();
         let (r, read) = run(driver, fs::Read::new(&fd, Vec::with_capacity(64), 7));
         assert_eq!(r.unwrap(), 5);
-        // SAFETY: the kernel wrote 5 bytes at the start of the buffer.
         let mut buf = read.buf;
+        // SAFETY: the kernel wrote 5 bytes at the start of the buffer.
         unsafe { crate::buf::IoBufMut::set_init(&mut buf, 5) };
         assert_eq!(buf, b"bytes");
         let (r, statx) = run(driver, fs::Statx::fd(&fd));
@@ -185,7 +186,10 @@ fn socket_operations_on_both_drivers() {
         let (x_addr, y_addr) = (x.local_addr().unwrap(), y.local_addr().unwrap());
         let (x, y) = (Fd::new(OwnedFd::from(x)), Fd::new(OwnedFd::from(y)));
         let to = raw_v4(&y_addr);
-        let (r, _) = run(driver, net::SendMsg::new(&x, vec![b"dgram".to_vec()], Some(to)));
+        let (r, _) = run(
+            driver,
+            net::SendMsg::new(&x, vec![b"dgram".to_vec()], Some(to)),
+        );
         assert_eq!(r.unwrap(), 5);
         let (r, recv) = run(driver, net::RecvMsg::new(&y, Vec::with_capacity(16)));
         assert_eq!(r.unwrap(), 5);
@@ -231,7 +235,11 @@ fn raw_v4(addr: &std::net::SocketAddr) -> net::RawAddr {
         sin_zero: [0; 8],
     };
     // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
-    unsafe { (&raw mut raw.storage).cast::<libc::sockaddr_in>().write(sin) };
+    unsafe {
+        (&raw mut raw.storage)
+            .cast::<libc::sockaddr_in>()
+            .write(sin)
+    };
     raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
     raw
 }
@@ -272,7 +280,9 @@ fn a_time_limit_gives_timed_out_and_consumes_nothing() {
         let (r, _) = block_on(driver, recv);
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
         // Data sent afterwards is all there for the next receive.
-        run(driver, net::Send::new(&a, b"later".to_vec())).0.unwrap();
+        run(driver, net::Send::new(&a, b"later".to_vec()))
+            .0
+            .unwrap();
         let (r, _) = run(driver, net::Recv::new(&b, Vec::with_capacity(16)));
         assert_eq!(r.unwrap(), 5);
     });
@@ -302,7 +312,11 @@ fn cancelling_a_waiting_receive_loses_no_byte() {
         assert!(recv.as_mut().poll(&mut cx).is_pending());
         drop(recv);
         wait_until(driver, || seen.get().is_some());
-        assert_eq!(seen.get(), Some(None), "the cancellation won: nothing received");
+        assert_eq!(
+            seen.get(),
+            Some(None),
+            "the cancellation won: nothing received"
+        );
         run(driver, net::Send::new(&a, b"kept".to_vec())).0.unwrap();
         let (r, _) = run(driver, net::Recv::new(&b, Vec::with_capacity(16)));
         assert_eq!(r.unwrap(), 4);
@@ -313,7 +327,9 @@ fn cancelling_a_waiting_receive_loses_no_byte() {
 fn cancelling_a_completed_operation_hands_its_result_to_the_handler() {
     each_driver(|driver| {
         let (a, b) = socketpair(libc::SOCK_STREAM);
-        run(driver, net::Send::new(&a, b"ready".to_vec())).0.unwrap();
+        run(driver, net::Send::new(&a, b"ready".to_vec()))
+            .0
+            .unwrap();
         let seen: Seen = Rc::default();
         let recv = Op::submit(net::Recv::new(&b, Vec::with_capacity(16)))
             .map_err(|(e, _)| e)
@@ -335,7 +351,9 @@ fn cancelling_a_file_read_waits_for_its_result() {
     each_driver(|driver| {
         let path = temp_path("cancel-read");
         std::fs::write(path.to_str().unwrap(), vec![7u8; 1 << 16]).unwrap();
-        let file = Fd::new(OwnedFd::from(std::fs::File::open(path.to_str().unwrap()).unwrap()));
+        let file = Fd::new(OwnedFd::from(
+            std::fs::File::open(path.to_str().unwrap()).unwrap(),
+        ));
         let seen: Seen = Rc::default();
         let read = Op::submit(fs::Read::new(&file, Vec::with_capacity(1 << 16), 0))
             .map_err(|(e, _)| e)
@@ -344,7 +362,11 @@ fn cancelling_a_file_read_waits_for_its_result() {
         // a blocking thread, which cannot be stopped. Either way the buffer lives until then.
         drop(watch(read, &seen));
         wait_until(driver, || seen.get().is_some());
-        assert!(matches!(seen.get(), Some(None | Some(Ok(65536)))), "{:?}", seen.get());
+        assert!(
+            matches!(seen.get(), Some(None | Some(Ok(65536)))),
+            "{:?}",
+            seen.get()
+        );
         std::fs::remove_file(path.to_str().unwrap()).unwrap();
     });
 }
