@@ -533,11 +533,17 @@ impl Driver {
     /// Waits until an operation completes, `timeout` passes, or another thread notifies; then
     /// collects (see [`Driver::poll_io`]). `None` waits without limit.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.park_inner(timeout, true)
+    }
+
+    /// [`Driver::park`]; `notify` keeps the eventfd read armed on io_uring (not when the
+    /// driver closes, which waits only for its own operations and has cancelled that read).
+    fn park_inner(&mut self, timeout: Option<Duration>, notify: bool) -> io::Result<()> {
         if !self.local.is_empty() || self.blocking.has_results() {
             return self.poll_io();
         }
         match &mut self.backend {
-            Backend::Uring(ring) => ring.park(&mut self.table, timeout)?,
+            Backend::Uring(ring) => ring.park(&mut self.table, timeout, notify)?,
             Backend::Epoll(epoll) => epoll.park(&mut self.table, timeout)?,
         }
         self.collect();
@@ -578,7 +584,11 @@ impl Driver {
             if (self.table.pending(!everything) == 0 && quiet) || now >= deadline {
                 return;
             }
-            let _ = self.park(Some((deadline - now).min(Duration::from_millis(50))));
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            // When the driver closes, its eventfd read has been cancelled: park without
+            // re-arming it (or the drain would wait for that read forever); results of the
+            // blocking threads are then collected within one 50 ms slice.
+            let _ = self.park_inner(Some(wait), !everything);
         }
     }
 

@@ -223,10 +223,17 @@ impl Uring {
         Ok(())
     }
 
-    /// Waits in `io_uring_enter` until a CQE arrives, `timeout` passes, or another thread
-    /// notifies; then reaps. `None` waits without limit.
-    pub(crate) fn park(&mut self, table: &mut Table, timeout: Option<Duration>) -> io::Result<()> {
-        self.arm_notify(table)?;
+    /// Waits in `io_uring_enter` until a CQE arrives, `timeout` passes, or (with `notify`)
+    /// another thread notifies; then reaps. `None` waits without limit.
+    pub(crate) fn park(
+        &mut self,
+        table: &mut Table,
+        timeout: Option<Duration>,
+        notify: bool,
+    ) -> io::Result<()> {
+        if notify {
+            self.arm_notify(table)?;
+        }
         let res = match timeout {
             Some(t) => {
                 let ts = timespec(t);
