@@ -780,3 +780,34 @@ fn offsets_beyond_i64_max_and_huge_files_are_errors() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Review finding (epoll): jobs submitted in one pass while one blocking thread was idle all
+/// queued behind that thread, so a metadata call waited behind an open of a FIFO that no
+/// writer had opened yet (an open that blocks until one does).
+#[test]
+fn a_blocked_file_operation_does_not_hold_up_the_others() {
+    let fifo = TempPath::new("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads the path from a live C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    ringloop::run(async {
+        // Warm the blocking threads up, so one is idle.
+        ringloop::fs::metadata("/").await.unwrap();
+        let path = fifo.to_path_buf();
+        // Blocks until a writer opens the FIFO.
+        let reader = ringloop::spawn(async move { File::open(&path).await });
+        ringloop::yield_now().await;
+        let meta = ringloop::wait_for(ringloop::fs::metadata("/"), Duration::from_secs(10)).await;
+        assert!(
+            meta.expect("metadata waited behind the FIFO open")
+                .unwrap()
+                .is_dir()
+        );
+        // Release the reader's open: a writer opens the FIFO.
+        let _writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&*fifo)
+            .unwrap();
+        reader.await.unwrap().unwrap();
+    });
+}

@@ -34,7 +34,12 @@ struct Job {
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Job>,
+    /// Threads waiting for work that no job has been promised to yet.
     idle: usize,
+    /// Wake-ups sent to idle threads and not yet taken: each promises a thread to one job, so
+    /// a burst of jobs starts new threads instead of queueing behind one idle thread (which
+    /// may then block for long in a syscall, a read of a FIFO nobody writes).
+    notified: usize,
     threads: Vec<JoinHandle<()>>,
     shutdown: bool,
 }
@@ -78,6 +83,8 @@ impl Pool {
         let mut state = lock(&self.shared.state);
         state.jobs.push_back(Job { key, call });
         if state.idle > 0 {
+            state.idle -= 1;
+            state.notified += 1;
             self.shared.work.notify_one();
             return;
         }
@@ -168,14 +175,27 @@ fn worker(shared: &Shared) {
             return;
         }
         state.idle += 1;
-        let (s, timeout) = shared
-            .work
-            .wait_timeout(state, IDLE)
-            .unwrap_or_else(|e| e.into_inner());
-        state = s;
-        state.idle -= 1;
-        if timeout.timed_out() && state.jobs.is_empty() {
-            return;
+        let idle_since = Instant::now();
+        loop {
+            let left = IDLE.saturating_sub(idle_since.elapsed());
+            let (s, _) = shared
+                .work
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner());
+            state = s;
+            if state.notified > 0 {
+                // Woken for a job (`run` already took this thread off `idle`).
+                state.notified -= 1;
+                break;
+            }
+            if state.shutdown || idle_since.elapsed() >= IDLE {
+                state.idle -= 1;
+                if state.jobs.is_empty() || state.shutdown {
+                    return;
+                }
+                break;
+            }
+            // A spurious wake-up: wait on.
         }
     }
 }

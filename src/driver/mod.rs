@@ -398,6 +398,10 @@ impl Driver {
             // it. Sockets are blocking descriptors under io_uring, so a readiness plan runs
             // on a blocking thread too.
             Backend::Uring(_) => match op.plan() {
+                _ if timeout.is_some() => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "ringloop: a time limit needs the kernel's ring to have the opcode",
+                )),
                 Plan::Ready { call, .. }
                 | Plan::Connect { call, .. }
                 | Plan::File { call, .. }
@@ -408,13 +412,14 @@ impl Driver {
                 Plan::Ready { fd, interest, call } => {
                     epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
                 }
-                Plan::File { fd, interest, call } => {
-                    if epoll.has_readiness(fd)? {
-                        epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
-                    } else {
-                        Ok(self.submit_blocking(call))
-                    }
+                Plan::File { fd, interest, call } if epoll.has_readiness(fd)? => {
+                    epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
                 }
+                _ if timeout.is_some() => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "ringloop: only readiness operations take a time limit",
+                )),
+                Plan::File { call, .. } => Ok(self.submit_blocking(call)),
                 Plan::Connect { fd, call } => epoll.submit_connect(&mut self.table, fd, call),
                 Plan::Blocking(call) => Ok(self.submit_blocking(call)),
                 plan => Ok(self.submit_local(plan)),
@@ -527,6 +532,14 @@ impl Driver {
         match &mut self.backend {
             Backend::Uring(ring) => ring.poll_io(&mut self.table),
             Backend::Epoll(epoll) => epoll.poll_io(&mut self.table),
+        }
+    }
+
+    /// Tells the driver how many tasks the loop polled since it last asked for I/O: epoll
+    /// looks for readiness after enough of them even while the loop stays busy.
+    pub(crate) fn tasks_ran(&mut self, n: usize) {
+        if let Backend::Epoll(epoll) = &mut self.backend {
+            epoll.tasks_ran(n);
         }
     }
 

@@ -59,6 +59,11 @@ impl UdpSocket {
 
     /// Receives one datagram into `buf` (bytes beyond its capacity are discarded); returns the
     /// count and the sender's address.
+    ///
+    /// Unlike a stream read, a cancelled receive keeps nothing: a datagram the kernel
+    /// delivered to it after its future was dropped is discarded (on io_uring, where the
+    /// receive may win the race with its cancellation; on epoll a cancelled receive never
+    /// ran). Datagrams may be lost anyway; a protocol over UDP must tolerate it.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
         let BufResult(r, buf) = datagram::recv_from(self.sock.fd(), buf).await;
         BufResult(r.and_then(|(n, addr)| Ok((n, from_raw(&addr)?))), buf)

@@ -248,6 +248,7 @@ impl Local {
         //    block_on future is already woken, only the tasks queued before this pass run, so
         //    that it gets its turn in FIFO order (as the main task of asyncio.run would)
         //    instead of after tasks that re-queue themselves.
+        let mut n_polled = 0;
         for queue in [&self.run_queue, &self.spawn_queue] {
             let limit = if main_ready() {
                 queue.borrow().len().min(BUDGET)
@@ -259,7 +260,11 @@ impl Local {
                     break;
                 };
                 self.run_task(task);
+                n_polled += 1;
             }
+        }
+        if n_polled > 0 {
+            self.driver.borrow_mut().tasks_ran(n_polled);
         }
         // 2. call_soon callbacks queued before this point (those they queue run next tick).
         self.run_soon_callbacks();

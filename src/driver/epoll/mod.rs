@@ -38,10 +38,11 @@ use super::{Lifecycle, Notifier, TIMED_OUT, Table, Via};
 const NOTIFY_TOKEN: Token = Token(usize::MAX);
 const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 
-/// How many `poll_io` calls of a busy loop may pass without an `epoll_wait`: readiness that
-/// arrives while tasks keep the loop busy is seen within this many passes (tokio's
-/// `event_interval` plays the same part).
-const POLL_EVERY: u32 = 16;
+/// A busy loop calls `epoll_wait` after this many task polls (tokio's `event_interval`, 61,
+/// plays the same part) or this many passes, whichever comes first, so readiness that arrives
+/// while tasks keep the loop busy is seen soon.
+const POLL_EVERY_TASKS: usize = 61;
+const POLL_EVERY_PASSES: u32 = 16;
 
 /// A deadline differing from the armed one by less than this does not re-arm the timerfd.
 const TIMER_SLACK: Duration = Duration::from_micros(20);
@@ -103,6 +104,8 @@ pub(crate) struct Epoll {
     notify_fd: RawFd,
     /// `poll_io` calls since the last `epoll_wait`.
     since_wait: u32,
+    /// Tasks the loop polled since the last `epoll_wait`.
+    tasks_since_wait: usize,
     /// Scratch: the descriptors an `epoll_wait` reported.
     reported: Vec<usize>,
 }
@@ -144,6 +147,7 @@ impl Epoll {
             timer_armed: None,
             notify_fd: notifier.raw_fd(),
             since_wait: 0,
+            tasks_since_wait: 0,
             reported: Vec::new(),
         })
     }
@@ -161,36 +165,43 @@ impl Epoll {
         }
         let interest = MioInterest::READABLE | MioInterest::WRITABLE;
         let token = Token(raw as usize);
-        let registry = self.poll.registry();
-        match registry.register(&mut SourceFd(&raw), token, interest) {
-            // Another driver's registration of a descriptor this one had registered, then
-            // lost track of: take it over.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                registry.reregister(&mut SourceFd(&raw), token, interest)?
-            }
-            r => r?,
-        }
+        let fresh = match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&raw), token, interest)
+        {
+            Ok(()) => true,
+            // Already in this epoll set: the mark on the descriptor was overwritten by another
+            // driver that uses it too (a `File` shared between runtimes). Keep its state and
+            // queued operations.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
+            Err(e) => return Err(e),
+        };
         fd.set_registered(self.id);
         let idx = raw as usize;
         if self.fds.len() <= idx {
             self.fds.resize_with(idx + 1, FdState::default);
         }
-        let state = &mut self.fds[idx];
-        debug_assert!(state.readers.is_empty() && state.writers.is_empty());
-        // Optimistic: the first operation tries its syscall at once.
-        state.ready = READ | WRITE;
+        if fresh {
+            // A new registration (a closed descriptor's number may come back as a new file,
+            // whose state starts afresh). Optimistic: the first operation tries its syscall
+            // at once.
+            self.fds[idx].ready = READ | WRITE;
+        }
         Ok(raw)
     }
 
     /// Whether epoll can wait for `fd` (a pipe, FIFO or socket; not a regular file or a
     /// device). Asked once per descriptor (`fstat`), remembered on it. Devices such as a
     /// terminal could be polled, but making one non-blocking would change it for every process
-    /// that shares it: they go to the blocking threads, as regular files do.
+    /// that shares it: they go to the blocking threads, as regular files do, and so do the
+    /// standard descriptors 0, 1 and 2 (a pipe from a shell is often shared with other
+    /// programs).
     pub(crate) fn has_readiness(&mut self, fd: &Fd) -> io::Result<bool> {
         if fd.registered_with(self.id) {
             return Ok(true);
         }
-        if fd.not_pollable() {
+        if fd.not_pollable() || fd.as_raw_fd() <= 2 {
             return Ok(false);
         }
         // SAFETY: `stat` is a C struct of integers, for which all-zero bytes are a valid value.
@@ -347,6 +358,7 @@ impl Epoll {
     /// One `epoll_wait` with `timeout`, then runs what became ready.
     fn wait_events(&mut self, table: &mut Table, timeout: Option<Duration>) -> io::Result<()> {
         self.since_wait = 0;
+        self.tasks_since_wait = 0;
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -384,11 +396,16 @@ impl Epoll {
         Ok(())
     }
 
-    /// Never blocks. A busy loop looks at epoll only every [`POLL_EVERY`] calls: operations
-    /// that could run at submission already did.
+    /// Counts task polls towards the next `epoll_wait` of a busy loop.
+    pub(crate) fn tasks_ran(&mut self, n: usize) {
+        self.tasks_since_wait += n;
+    }
+
+    /// Never blocks. A busy loop looks at epoll only every [`POLL_EVERY_TASKS`] task polls or
+    /// [`POLL_EVERY_PASSES`] calls: operations that could run at submission already did.
     pub(crate) fn poll_io(&mut self, table: &mut Table) -> io::Result<()> {
         self.since_wait += 1;
-        if self.since_wait >= POLL_EVERY {
+        if self.since_wait >= POLL_EVERY_PASSES || self.tasks_since_wait >= POLL_EVERY_TASKS {
             return self.wait_events(table, Some(Duration::ZERO));
         }
         self.expire(table);

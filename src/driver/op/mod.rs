@@ -175,8 +175,9 @@ impl<T: OpCode> Op<T> {
 
     /// Like [`Op::submit`], with a time limit: if the operation has not completed `timeout`
     /// after it started, it is cancelled and completes with `ErrorKind::TimedOut` (having
-    /// consumed nothing). For readiness operations (receives); io_uring links a timeout to
-    /// the SQE, epoll keeps a deadline.
+    /// consumed nothing). io_uring links a timeout to the SQE; epoll keeps a deadline, which
+    /// only a readiness operation (a receive) can have: elsewhere the submission is refused
+    /// with `Unsupported`.
     pub(crate) fn submit_within(
         mut data: T,
         timeout: Option<Duration>,
