@@ -1,5 +1,6 @@
-//! File I/O: ringloop (io_uring) vs tokio (current_thread, whose `tokio::fs` runs every call on
-//! its blocking pool), side by side in one process.
+//! File I/O: ringloop on io_uring, ringloop on epoll (whose file operations run on the driver's
+//! blocking threads), and tokio (current_thread, whose `tokio::fs` runs every call on its
+//! blocking pool), side by side in one process.
 //!
 //! Run it with
 //!
@@ -7,10 +8,16 @@
 //! cargo bench --bench fs
 //! ```
 //!
-//! Every variant of a workload runs once per repetition, in turn (ringloop, tokio, ...,
-//! ringloop, tokio, ...), so that drift of the machine hits all alike. The table printed at the
-//! end holds the MEDIAN over the repetitions, and each row's ratio to the ringloop row (above
-//! 1.0 means ringloop is faster). Progress goes to stderr, one line per finished run.
+//! Each ringloop variant runs twice per repetition, on a runtime built with
+//! `.driver(DriverKind::IoUring)` ("ringloop io_uring") and one built with
+//! `.driver(DriverKind::Epoll)` ("ringloop epoll"); both are chosen explicitly, so
+//! `RINGLOOP_DRIVER` does not change them. Every variant of a workload runs once per
+//! repetition, in turn (ringloop io_uring, ringloop epoll, tokio, ..., ringloop io_uring, ...),
+//! so that drift of the machine hits all alike. The table printed at the end holds the MEDIAN
+//! over the repetitions, one row per variant and driver, and each row's ratio to the main
+//! ringloop row of each driver (columns `io_uring / row` and `epoll / row`; above 1.0 means
+//! that ringloop driver is faster). Below it, one verdict per workload and driver. Progress
+//! goes to stderr, one line per finished run.
 //!
 //! Environment:
 //!
@@ -30,28 +37,31 @@
 //!
 //! 1. `random-read`: 500,000 reads of 4 KiB at random 4 KiB-aligned offsets (xorshift, fixed
 //!    seeds) of a 256 MiB file, 64 in flight. Metric: IOPS.
-//!    - ringloop: 64 tasks sharing one `File` (`Rc<File>`), each reading in a loop with
-//!      `read_at` into its own reused `Vec`.
+//!    - ringloop (each driver): 64 tasks sharing one `File` (`Rc<File>`), each reading in a
+//!      loop with `read_at` into its own reused `Vec`.
 //!    - tokio fs::File: 64 tasks, each with its own `tokio::fs::File` (a seek and a read need
 //!      the file to themselves), doing `seek` + `read_exact`: each is a `spawn_blocking` hop.
 //!    - tokio spawn_blocking pread: 64 tasks each awaiting `spawn_blocking(pread)` in a loop:
 //!      one hop per read, the best a tokio program can do without io_uring.
 //!    - informative: a plain synchronous `pread` loop on one thread (no runtime, no overlap).
 //!
-//!    Goal: ringloop's IOPS at least 7 times the best tokio variant's.
+//!    Goals: ringloop's IOPS at least 7 times the best tokio variant's on io_uring, at least
+//!    the best tokio variant's on epoll.
 //! 2. `copy`: copies a 1 GiB file to a new file in 256 KiB chunks (the destination is deleted
 //!    after each run, outside the timing). Metric: MiB/s.
-//!    - ringloop: 4 tasks, task `t` copying chunks `t, t + 4, t + 8, ...` (`read_exact_at` then
-//!      `write_all_at`): up to 4 reads or writes in flight.
-//!    - informative: ringloop with one read-then-write loop (one operation in flight).
+//!    - ringloop (each driver): 4 tasks, task `t` copying chunks `t, t + 4, t + 8, ...`
+//!      (`read_exact_at` then `write_all_at`): up to 4 reads or writes in flight.
+//!    - informative: ringloop (each driver) with one read-then-write loop (one operation in
+//!      flight).
 //!    - tokio fs::File: a `read` / `write_all` loop with the same buffer size, then `flush`.
 //!    - informative: `tokio::fs::copy` (`std::fs::copy` on the blocking pool, which lets the
 //!      kernel copy with `copy_file_range`: no user-space copy at all).
 //!
-//!    Goal: ringloop at least as fast as the tokio `fs::File` loop.
+//!    Goal, on each driver: ringloop at least as fast as the tokio `fs::File` loop.
 
 mod common;
-use common::{env_parse, median, ringloop_rt, tokio_rt};
+use common::{DRIVERS, driver_name, env_parse, median, ringloop_rt_on, tokio_rt};
+use ringloop::DriverKind;
 
 use std::fs::File as StdFile;
 use std::io::{Read, SeekFrom, Write};
@@ -68,6 +78,8 @@ const IN_FLIGHT: usize = 64;
 const CHUNK: usize = 256 * 1024;
 const COPY_TASKS: usize = 4;
 const MIB: f64 = 1024.0 * 1024.0;
+/// Width of the variant column.
+const LABEL: usize = 48;
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
@@ -162,8 +174,8 @@ fn check_copy(setup: &Setup) {
 // 1. random-read
 // ---------------------------------------------------------------------------------------------
 
-fn rr_ringloop(s: &Setup) -> f64 {
-    let rt = ringloop_rt();
+fn rr_ringloop(kind: DriverKind, s: &Setup) -> f64 {
+    let rt = ringloop_rt_on(kind);
     let (path, blocks, per_task) = (
         s.rr_path.clone(),
         s.rr_len / BLOCK as u64,
@@ -285,8 +297,8 @@ fn copy_done(s: &Setup, elapsed: Duration) -> f64 {
     s.copy_len as f64 / MIB / elapsed.as_secs_f64()
 }
 
-fn copy_ringloop(s: &Setup) -> f64 {
-    let rt = ringloop_rt();
+fn copy_ringloop(kind: DriverKind, s: &Setup) -> f64 {
+    let rt = ringloop_rt_on(kind);
     let (src, dst, len) = (s.copy_src.clone(), s.copy_dst(), s.copy_len);
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
@@ -321,8 +333,8 @@ fn copy_ringloop(s: &Setup) -> f64 {
     copy_done(s, elapsed)
 }
 
-fn copy_ringloop_serial(s: &Setup) -> f64 {
-    let rt = ringloop_rt();
+fn copy_ringloop_serial(kind: DriverKind, s: &Setup) -> f64 {
+    let rt = ringloop_rt_on(kind);
     let (src, dst) = (s.copy_src.clone(), s.copy_dst());
     let elapsed = rt.block_on(async move {
         let start = Instant::now();
@@ -385,7 +397,7 @@ fn copy_tokio_fs_copy(s: &Setup) -> f64 {
 /// Which row a variant's median is compared against for the goal.
 #[derive(Clone, Copy, PartialEq)]
 enum Role {
-    /// The ringloop row the ratios are taken against.
+    /// The ringloop row (one per driver) the ratios are taken against.
     Ours,
     /// A tokio variant counted for the goal (the best of them is the reference).
     Theirs,
@@ -393,18 +405,70 @@ enum Role {
     Info,
 }
 
+/// How a variant runs.
+#[derive(Clone, Copy)]
+enum Run {
+    /// On ringloop, once per driver: one row each, `{driver}` in the label names it.
+    Ringloop(fn(DriverKind, &Setup) -> f64),
+    /// Once: tokio, or no runtime at all.
+    Plain(fn(&Setup) -> f64),
+}
+
 struct Variant {
     label: &'static str,
     role: Role,
-    run: fn(&Setup) -> f64,
+    run: Run,
+}
+
+/// One row of a workload: a variant, on one driver if it is a ringloop one.
+struct Row {
+    label: String,
+    role: Role,
+    driver: Option<DriverKind>,
+    run: Run,
+}
+
+impl Row {
+    fn run(&self, s: &Setup) -> f64 {
+        match (self.run, self.driver) {
+            (Run::Ringloop(f), Some(kind)) => f(kind, s),
+            (Run::Plain(f), _) => f(s),
+            (Run::Ringloop(_), None) => unreachable!("a ringloop row has a driver"),
+        }
+    }
 }
 
 struct Workload {
     name: &'static str,
     unit: &'static str,
-    /// Goal: ringloop's metric / the best tokio variant's at least this.
-    goal: f64,
+    /// Goal for each driver (in `DRIVERS`' order): its ringloop row's metric / the best tokio
+    /// variant's at least this.
+    goals: [f64; DRIVERS.len()],
     variants: Vec<Variant>,
+}
+
+impl Workload {
+    /// The rows, in the order they run: each ringloop variant once per driver.
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for v in &self.variants {
+            match v.run {
+                Run::Ringloop(_) => rows.extend(DRIVERS.iter().map(|&d| Row {
+                    label: v.label.replace("{driver}", driver_name(d)),
+                    role: v.role,
+                    driver: Some(d),
+                    run: v.run,
+                })),
+                Run::Plain(_) => rows.push(Row {
+                    label: v.label.to_string(),
+                    role: v.role,
+                    driver: None,
+                    run: v.run,
+                }),
+            }
+        }
+        rows
+    }
 }
 
 fn workloads() -> Vec<Workload> {
@@ -412,54 +476,54 @@ fn workloads() -> Vec<Workload> {
         Workload {
             name: "random-read",
             unit: "IOPS",
-            goal: 7.0,
+            goals: [7.0, 1.0],
             variants: vec![
                 Variant {
-                    label: "ringloop read_at, 64 in flight",
+                    label: "ringloop {driver} read_at, 64 in flight",
                     role: Role::Ours,
-                    run: rr_ringloop,
+                    run: Run::Ringloop(rr_ringloop),
                 },
                 Variant {
                     label: "tokio fs::File seek+read, 64 files",
                     role: Role::Theirs,
-                    run: rr_tokio_fs,
+                    run: Run::Plain(rr_tokio_fs),
                 },
                 Variant {
                     label: "tokio spawn_blocking pread, 64",
                     role: Role::Theirs,
-                    run: rr_tokio_pread,
+                    run: Run::Plain(rr_tokio_pread),
                 },
                 Variant {
                     label: "(info) sync pread, 1 thread",
                     role: Role::Info,
-                    run: rr_sync,
+                    run: Run::Plain(rr_sync),
                 },
             ],
         },
         Workload {
             name: "copy",
             unit: "MiB/s",
-            goal: 1.0,
+            goals: [1.0, 1.0],
             variants: vec![
                 Variant {
-                    label: "ringloop read_at/write_all_at, 4 tasks",
+                    label: "ringloop {driver} read_at/write_all_at, 4 tasks",
                     role: Role::Ours,
-                    run: copy_ringloop,
+                    run: Run::Ringloop(copy_ringloop),
                 },
                 Variant {
-                    label: "(info) ringloop, 1 read/write loop",
+                    label: "(info) ringloop {driver}, 1 read/write loop",
                     role: Role::Info,
-                    run: copy_ringloop_serial,
+                    run: Run::Ringloop(copy_ringloop_serial),
                 },
                 Variant {
                     label: "tokio fs::File read/write_all",
                     role: Role::Theirs,
-                    run: copy_tokio,
+                    run: Run::Plain(copy_tokio),
                 },
                 Variant {
                     label: "(info) tokio::fs::copy",
                     role: Role::Info,
-                    run: copy_tokio_fs_copy,
+                    run: Run::Plain(copy_tokio_fs_copy),
                 },
             ],
         },
@@ -518,7 +582,7 @@ fn main() {
         .filter(|w| only.as_deref().is_none_or(|o| o == w.name))
         .collect();
     eprintln!(
-        "ringloop vs tokio current_thread, file I/O: {reps} repetitions, scale {scale}; \
+        "ringloop (io_uring, epoll) vs tokio current_thread, file I/O: {reps} repetitions, scale {scale}; \
          random-read: {reads} reads of a {} MiB file; copy: {} MiB; files in {}",
         rr_len >> 20,
         copy_len >> 20,
@@ -540,15 +604,16 @@ fn main() {
     let mut table: Vec<String> = Vec::new();
     let mut verdicts: Vec<String> = Vec::new();
     for w in &workloads {
-        let mut results: Vec<Vec<f64>> = vec![Vec::new(); w.variants.len()];
+        let rows = w.rows();
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
         for rep in 0..reps {
-            for (i, v) in w.variants.iter().enumerate() {
-                let value = (v.run)(&setup);
+            for (i, row) in rows.iter().enumerate() {
+                let value = row.run(&setup);
                 eprintln!(
-                    "[{}] rep {}/{reps} {:<40} {:>12.0} {}",
+                    "[{}] rep {}/{reps} {:<LABEL$} {:>12.0} {}",
                     w.name,
                     rep + 1,
-                    v.label,
+                    row.label,
                     value,
                     w.unit
                 );
@@ -556,45 +621,74 @@ fn main() {
             }
         }
         let medians: Vec<f64> = results.iter().map(|r| median(r)).collect();
-        let ours = w
-            .variants
+        // Each driver's ringloop row: the reference of its ratio column.
+        let ours: Vec<(usize, f64)> = DRIVERS
             .iter()
-            .position(|v| v.role == Role::Ours)
-            .map(|i| medians[i])
-            .expect("a ringloop row");
-        for (v, m) in w.variants.iter().zip(&medians) {
-            let ratio = if v.role == Role::Ours {
-                "-".to_string()
-            } else {
-                format!("{:.2}", ours / m)
-            };
+            .map(|&d| {
+                rows.iter()
+                    .position(|r| r.role == Role::Ours && r.driver == Some(d))
+                    .map(|i| (i, medians[i]))
+                    .expect("a ringloop row per driver")
+            })
+            .collect();
+        for (i, (row, m)) in rows.iter().zip(&medians).enumerate() {
+            let ratios: Vec<String> = ours
+                .iter()
+                .map(|&(o, ours)| {
+                    let ratio = if o == i {
+                        "-".to_string()
+                    } else {
+                        format!("{:.2}", ours / m)
+                    };
+                    format!(" {ratio:>14} |")
+                })
+                .collect();
             table.push(format!(
-                "| {:<12} | {:<40} | {:>12.0} {:<6}| {:>14} |",
-                w.name, v.label, m, w.unit, ratio
+                "| {:<12} | {:<LABEL$} | {:>12.0} {:<6} |{}",
+                w.name,
+                row.label,
+                m,
+                w.unit,
+                ratios.concat()
             ));
         }
-        let best = w
-            .variants
+        let best = rows
             .iter()
             .zip(&medians)
-            .filter(|(v, _)| v.role == Role::Theirs)
+            .filter(|(r, _)| r.role == Role::Theirs)
             .map(|(_, &m)| m)
             .fold(0.0, f64::max);
-        let ratio = ours / best;
-        verdicts.push(format!(
-            "{}: ringloop / best tokio = {ratio:.2} (goal >= {}): {}",
-            w.name,
-            w.goal,
-            if ratio >= w.goal { "met" } else { "NOT met" }
-        ));
+        for ((&d, &(_, ours)), goal) in DRIVERS.iter().zip(&ours).zip(w.goals) {
+            let ratio = ours / best;
+            verdicts.push(format!(
+                "{}: ringloop {} / best tokio = {ratio:.2} (goal >= {goal}): {}",
+                w.name,
+                driver_name(d),
+                if ratio >= goal { "met" } else { "NOT met" }
+            ));
+        }
     }
 
     println!();
+    let ratio_heads: Vec<String> = DRIVERS
+        .iter()
+        .map(|&d| format!(" {:>14} |", format!("{} / row", driver_name(d))))
+        .collect();
     println!(
-        "| {:<12} | {:<40} | {:>19} | {:>14} |",
-        "workload", "variant", "median", "ringloop / row"
+        "| {:<12} | {:<LABEL$} | {:>19} |{}",
+        "workload",
+        "variant",
+        "median",
+        ratio_heads.concat()
     );
-    println!("|{:-<14}|{:-<42}|{:-<21}|{:-<16}|", "", "", "", "");
+    println!(
+        "|{:-<14}|{:-<w$}|{:-<21}|{}",
+        "",
+        "",
+        "",
+        format!("{:-<16}|", "").repeat(DRIVERS.len()),
+        w = LABEL + 2
+    );
     for row in &table {
         println!("{row}");
     }

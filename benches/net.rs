@@ -1,4 +1,5 @@
-//! TCP echo over loopback: ringloop vs tokio (current_thread) vs a bare io_uring loop.
+//! TCP echo over loopback: ringloop on io_uring, ringloop on epoll, tokio (current_thread) and
+//! a bare io_uring loop, side by side in one process.
 //!
 //! Run it with
 //!
@@ -10,27 +11,32 @@
 //! CPU 1 (when the machine has two CPUs): 50 client threads with blocking std sockets
 //! (TCP_NODELAY), each doing request/response ping-pongs of a fixed message size on its own
 //! connection (send the message, read the whole echo back), 200,000 requests in total. The
-//! load generator is the same for every server. Servers:
+//! load generator is the same for every server. Servers (the rows of the table):
 //!
-//! - `ringloop`: `TcpListener::accept`, one task per connection, a 4 KiB `Vec` read into and
-//!   written back with `write_all` (the `echo_server` example's loop).
+//! - `ringloop io_uring`: `TcpListener::accept`, one task per connection, a 4 KiB `Vec` read
+//!   into and written back with `write_all` (the `echo_server` example's loop), on a runtime
+//!   built with `.driver(DriverKind::IoUring)`.
+//! - `ringloop epoll`: the same code on a runtime built with `.driver(DriverKind::Epoll)`
+//!   (both chosen explicitly, so `RINGLOOP_DRIVER` does not change them).
 //! - `tokio`: the same on tokio's current_thread runtime (`AsyncReadExt::read`,
 //!   `write_all`, a reused 4 KiB buffer).
-//! - `io_uring` (the floor): a hand-written loop against the `io-uring` crate with no
+//! - `io_uring (floor)`: a hand-written loop against the `io-uring` crate with no
 //!   runtime: ACCEPT, then per connection RECV -> SEND (-> SEND rest) -> RECV, one
 //!   `submit_and_wait(1)` per batch of completions.
 //!
 //! Metrics: the server thread's own CPU time (user + system, `getrusage(RUSAGE_THREAD)` at its
 //! start and end) per request, in µs, and requests per second (wall time of the load). Every
-//! server runs once per repetition, alternating, and the table shows the medians and the ratio
-//! to tokio's CPU per request. Goals: ringloop ≤ 0.9× tokio at 64 B, ≤ 1.0× at 4 KiB.
+//! server runs once per repetition, alternating (io_uring, epoll, tokio, floor, io_uring, ...),
+//! and the table shows the medians and the ratio to tokio's CPU per request. Goals: ringloop on
+//! io_uring ≤ 0.9× tokio at 64 B, ≤ 1.0× at 4 KiB; on epoll ≤ 0.95× at both sizes.
 //!
 //! Environment: `BENCH_REPS=n` (default 5), `BENCH_SCALE=f` (multiplies the request count).
 //! Without the `--bench` flag (under `cargo test --all-targets`) it runs a smoke test: one
 //! repetition at 1% of the requests.
 
 mod common;
-use common::median;
+use common::{DRIVERS, driver_name, median, ringloop_rt_on};
+use ringloop::DriverKind;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -44,17 +50,29 @@ const SIZES: [usize; 2] = [64, 4096];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
-    Ringloop,
+    /// ringloop on this driver.
+    Ringloop(DriverKind),
     Tokio,
-    IoUring,
+    /// The bare io_uring loop.
+    Floor,
 }
 
 impl Server {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Server::Ringloop => "ringloop",
-            Server::Tokio => "tokio",
-            Server::IoUring => "io_uring (floor)",
+            Server::Ringloop(kind) => format!("ringloop {}", driver_name(kind)),
+            Server::Tokio => "tokio".to_string(),
+            Server::Floor => "io_uring (floor)".to_string(),
+        }
+    }
+
+    /// The goal for CPU per request, as a ratio to tokio's, at message size `size`.
+    fn goal(self, size: usize) -> Option<f64> {
+        match self {
+            Server::Ringloop(DriverKind::IoUring) if size == 64 => Some(0.9),
+            Server::Ringloop(DriverKind::IoUring) => Some(1.0),
+            Server::Ringloop(_) => Some(0.95),
+            Server::Tokio | Server::Floor => None,
         }
     }
 }
@@ -88,9 +106,9 @@ fn thread_cpu() -> Duration {
 // Servers: each serves CONNECTIONS connections until all close, and returns its CPU time.
 // ---------------------------------------------------------------------------------------------
 
-fn serve_ringloop(listener: StdListener) -> Duration {
+fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
     use ringloop::io::BufResult;
-    let rt = ringloop::Runtime::new().unwrap();
+    let rt = ringloop_rt_on(kind);
     let start = thread_cpu();
     rt.block_on(async move {
         let listener = ringloop::net::TcpListener::from(listener);
@@ -288,9 +306,9 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
     let server_thread = std::thread::spawn(move || {
         pin_to(0);
         let cpu = match server {
-            Server::Ringloop => serve_ringloop(listener),
+            Server::Ringloop(kind) => serve_ringloop(listener, kind),
             Server::Tokio => serve_tokio(listener),
-            Server::IoUring => serve_io_uring(listener),
+            Server::Floor => serve_io_uring(listener),
         };
         tx.send(cpu).unwrap();
     });
@@ -352,7 +370,12 @@ fn main() {
         0.01
     };
     let requests = ((REQUESTS as f64 * scale) as usize).max(CONNECTIONS);
-    let servers = [Server::Ringloop, Server::Tokio, Server::IoUring];
+    let servers: Vec<Server> = DRIVERS
+        .into_iter()
+        .map(Server::Ringloop)
+        .chain([Server::Tokio, Server::Floor])
+        .collect();
+    let tokio = servers.iter().position(|&s| s == Server::Tokio).unwrap();
     let mut rows = Vec::new();
     for size in SIZES {
         let mut cpu = vec![Vec::new(); servers.len()];
@@ -379,20 +402,19 @@ fn main() {
          median of {reps}"
     );
     println!(
-        "{:<10} {:<18} {:>16} {:>14} {:>16} {:>8}",
+        "{:<10} {:<18} {:>16} {:>14} {:>16} {:>9}",
         "message", "server", "CPU µs/request", "requests/s", "CPU vs tokio", "goal"
     );
     for (size, cpu, rps) in rows {
-        let goal = if size == 64 { 0.9 } else { 1.0 };
         for (i, &server) in servers.iter().enumerate() {
-            let ratio = cpu[i] / cpu[1];
-            let verdict = match server {
-                Server::Ringloop if ratio <= goal => format!("≤{goal} ok"),
-                Server::Ringloop => format!("≤{goal} MISS"),
-                _ => String::new(),
+            let ratio = cpu[i] / cpu[tokio];
+            let verdict = match server.goal(size) {
+                Some(goal) if ratio <= goal => format!("≤{goal} ok"),
+                Some(goal) => format!("≤{goal} MISS"),
+                None => String::new(),
             };
             println!(
-                "{:<10} {:<18} {:>16.2} {:>14.0} {:>15.2}x {:>8}",
+                "{:<10} {:<18} {:>16.2} {:>14.0} {:>15.2}x {:>9}",
                 format!("{size} B"),
                 server.name(),
                 cpu[i],

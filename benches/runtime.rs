@@ -1,4 +1,5 @@
-//! ringloop vs tokio (current_thread), side by side in one process.
+//! ringloop on io_uring, ringloop on epoll, and tokio (current_thread), side by side in one
+//! process.
 //!
 //! Run it with
 //!
@@ -6,10 +7,20 @@
 //! cargo bench --bench runtime
 //! ```
 //!
-//! Every workload runs on both runtimes, alternating per repetition (ringloop, tokio,
-//! ringloop, tokio, ...) so that drift of the machine (frequency, noisy neighbours) hits both
-//! alike. The table printed at the end holds the MEDIAN over the repetitions and the ratio
-//! ringloop / tokio (below 1.0 means ringloop is faster or smaller). Progress goes to stderr,
+//! Every workload runs on the three runtimes, alternating per repetition (io_uring, epoll,
+//! tokio, io_uring, epoll, tokio, ...) so that drift of the machine (frequency, noisy
+//! neighbours) hits them alike. The table printed at the end has one column per runtime:
+//!
+//! - `io_uring`: ringloop's `Runtime` built with `.driver(DriverKind::IoUring)`;
+//! - `epoll`: ringloop's `Runtime` built with `.driver(DriverKind::Epoll)` (both chosen
+//!   explicitly, so `RINGLOOP_DRIVER` does not change them);
+//! - `tokio`: tokio's current_thread runtime;
+//!
+//! each holding the MEDIAN over the repetitions, then the ratio of each ringloop column to tokio
+//! (below 1.0 means ringloop is faster or smaller), and the goal, judged for each driver. An
+//! informative row ("workload (variant)") fills the columns its variant runs in (a ringloop
+//! variant runs on both drivers, another contender in the tokio column) and shows the main
+//! runs' medians in the others, so its ratios compare it with them. Progress goes to stderr,
 //! one line per finished run.
 //!
 //! Environment:
@@ -18,15 +29,16 @@
 //! - `BENCH_ONLY=name[,name...]`: run only these workloads (`spawn`, `yield`, `ping-pong`,
 //!   `timers`, `memory`, `nop`, `gather`, `pool`).
 //! - `BENCH_SCALE=f`: multiply every count by `f` (e.g. `0.1` for a quick run).
-//! - `BENCH_CHILD=memory:<runtime>`: internal; the harness re-executes itself with it to
-//!   measure memory in a fresh process, and prints one number on stdout.
+//! - `BENCH_CHILD=memory:<io_uring|epoll|tokio>`: internal; the harness re-executes itself
+//!   with it to measure memory in a fresh process, and prints one number on stdout.
 //!
 //! Without the `--bench` flag (that is, under `cargo test --all-targets`) the harness runs a
 //! smoke test instead: one repetition at 1% of the counts.
 //!
-//! Both runtimes are single-threaded: ringloop's `Runtime` and tokio's `current_thread`
+//! All runtimes are single-threaded: ringloop's `Runtime` and tokio's `current_thread`
 //! runtime with `enable_all()`, tasks spawned with plain `tokio::spawn`, as users compare them.
-//! The workload code has the same shape on both; only the runtime's calls differ.
+//! The workload code has the same shape on all; only the runtime's calls differ, and the two
+//! ringloop columns run the very same function, given the driver.
 //!
 //! Workloads:
 //!
@@ -44,21 +56,23 @@
 //! 4. `timers`: 100,000 tasks spawned at once; each sleeps until its first poll plus
 //!    1 + (i * 7919 % 100) ms and records how late it woke. tokio's timer wheel has a 1 ms
 //!    granularity and rounds deadlines up, so its lateness is expected around a millisecond;
-//!    ringloop keeps exact deadlines (a heap), so its lateness is the kernel's wake-up latency
-//!    plus the time a woken task waits in the run queue. Metrics: p50 and p99 lateness in µs,
-//!    the wall time of the whole workload in ms, and (informative) when the last task got its
-//!    first poll, in ms from the start: until then woken tasks queue behind never-polled ones
-//!    (both run queues are FIFO), which bounds how late the short sleeps can be; and the p99
-//!    lateness of the tasks whose deadline came 10 ms after that point, once that backlog has
-//!    drained (closer to the timers' own precision).
+//!    ringloop keeps exact deadlines (a heap; io_uring's wait timeout, epoll's timerfd), so
+//!    its lateness is the kernel's wake-up latency plus the time a woken task waits in the run
+//!    queue. Metrics: p50 and p99 lateness in µs, the wall time of the whole workload in ms,
+//!    and (informative) when the last task got its first poll, in ms from the start: until
+//!    then woken tasks queue behind never-polled ones (both run queues are FIFO), which bounds
+//!    how late the short sleeps can be; and the p99 lateness of the tasks whose deadline came
+//!    10 ms after that point, once that backlog has drained (closer to the timers' own
+//!    precision).
 //! 5. `memory`: 1,000,000 tasks each parked on a one-hour sleep after being polled once;
 //!    resident memory (VmRSS) is read before spawning and once all have been polled. Runs in
 //!    a fresh child process per repetition so that one run's freed-but-retained heap does not
 //!    hide the next one's growth. Metric: bytes per task (RSS delta / N), which covers the task
 //!    cell, the future, the timer entry and the runtime's per-task bookkeeping.
 //! 6. `nop` (ringloop only, informative): 1,000,000 sequential `ringloop::io::nop().await`
-//!    (one submission and one completion through the ring each), then 64 tasks sharing
-//!    1,000,000 nops concurrently (batched submissions). Metric: ns per op.
+//!    (one submission and one completion through the ring each on io_uring, one pass of the
+//!    loop on epoll), then 64 tasks sharing 1,000,000 nops concurrently (batched submissions).
+//!    Metric: ns per op.
 //! 7. `gather`: 100,000 children, each yielding once (the `yield` workload's future) and
 //!    returning its index, all run concurrently and awaited, the sum checked. ringloop runs
 //!    them as plain futures in `ringloop::gather` (and, informative, `gather` over spawned
@@ -70,9 +84,10 @@
 //!    once, then each awaited in order, on the default-sized pool: `ringloop::spawn_blocking`
 //!    inside `block_on` vs `tokio::task::spawn_blocking` (default blocking pool). Informative
 //!    rows: a `ringloop::ThreadPool` with default size driven from the main thread
-//!    (`submit` + blocking `result(None)`, no runtime), and CPython's
-//!    `concurrent.futures.ThreadPoolExecutor()` doing the same with `sum(range(100))`, run
-//!    once per repetition as a `python3` subprocess (shown as "-" if `python3` is missing).
+//!    (`submit` + blocking `result(None)`, no runtime, so both driver columns run the same
+//!    code), and CPython's `concurrent.futures.ThreadPoolExecutor()` doing the same with
+//!    `sum(range(100))`, run once per repetition as a `python3` subprocess (shown as "-" if
+//!    `python3` is missing).
 //!    Measures the submit / hand-off / completion path of the thread pools. Metric: ns per job.
 
 mod common;
@@ -1047,9 +1062,13 @@ fn main() {
                 };
                 // The extra's own columns, the main runs' medians in the others.
                 let ext: Vec<f64> = (0..COLUMNS)
-                    .map(|c| match &extra[x][c][i] {
-                        v if v.is_empty() => medians[c],
-                        v => median(v),
+                    .map(|c| {
+                        let own = &extra[x][c][i];
+                        if own.is_empty() {
+                            medians[c]
+                        } else {
+                            median(own)
+                        }
                     })
                     .collect();
                 let mut row = vec![format!("{} ({label})", w.name), m.name.to_string()];
@@ -1061,9 +1080,17 @@ fn main() {
     }
 
     let mut header = vec!["workload".to_string(), "metric".to_string()];
-    header.extend(DRIVERS.iter().map(|&d| format!("{} (median)", driver_name(d))));
+    header.extend(
+        DRIVERS
+            .iter()
+            .map(|&d| format!("{} (median)", driver_name(d))),
+    );
     header.push("tokio (median)".to_string());
-    header.extend(DRIVERS.iter().map(|&d| format!("{} / tokio", driver_name(d))));
+    header.extend(
+        DRIVERS
+            .iter()
+            .map(|&d| format!("{} / tokio", driver_name(d))),
+    );
     header.push("goal".to_string());
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
