@@ -44,6 +44,7 @@ mod loom;
 pub mod net;
 pub mod pool;
 mod runtime;
+mod shard;
 
 pub use driver::DriverKind;
 pub use future::{
@@ -62,6 +63,7 @@ pub use runtime::time::{
     time,
 };
 pub use runtime::{Builder, Handle, Runtime, run};
+pub use shard::{ShardedBuilder, ShardedRuntime, shard_count, shard_id, submit_to};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -272,7 +272,7 @@ fn initializer_panic_breaks_the_pool() {
         other => panic!("expected Broken, got {other:?}"),
     }
     assert!(err.is_broken());
-    assert!(err.to_string().contains("create a new ThreadPool"));
+    assert!(err.to_string().contains("create a new ThreadPool"), "{err}");
     wait_until(|| pool.worker_count() == 0);
     let later = pool.submit(|| 1);
     assert!(later.done(), "a submit to a broken pool fails at once");

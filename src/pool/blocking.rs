@@ -101,6 +101,17 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.spawn_with(move || future)
+    }
+
+    /// Like [`Handle::spawn`], but the future is made on the loop's thread by `make`, so it
+    /// need not be `Send` (Seastar's `submit_to`; `ShardedRuntime::submit_to` uses it).
+    pub(crate) fn spawn_with<M, F>(&self, make: M) -> PoolFuture<F::Output>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
         let shared = Shared::new_pending();
         let result = PoolFuture::from_shared(shared.clone());
         // If the loop closes with `start` still queued, the closure is dropped unrun; the guard
@@ -115,6 +126,13 @@ impl Handle {
             let cancel = Arc::new(CancelSignal::default());
             let signal = Arc::clone(&cancel);
             if shared.try_start_cancellable(Box::new(move || signal.raise())) {
+                let future = match catch_unwind(AssertUnwindSafe(make)) {
+                    Ok(future) => future,
+                    Err(p) => {
+                        Shared::complete(&shared, Err(PoolError::Panicked(panic_message(&*p))));
+                        return;
+                    }
+                };
                 crate::spawn(Reporter {
                     future,
                     shared: Some(shared),

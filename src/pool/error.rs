@@ -30,8 +30,16 @@ pub enum PoolError {
     Panicked(String),
     /// The pool can no longer run jobs (for example a worker initializer panicked); carries the reason.
     Broken(String),
-    /// The job was submitted after the pool was shut down.
+    /// The job was submitted after the pool was shut down (or to a runtime that is stopping
+    /// or closed).
     Shutdown,
+    /// `submit_to` named a shard that does not exist.
+    InvalidShard {
+        /// The shard asked for.
+        shard: usize,
+        /// How many shards the runtime has.
+        shards: usize,
+    },
 }
 
 impl PoolError {
@@ -79,7 +87,13 @@ impl fmt::Display for PoolError {
             ),
             PoolError::Shutdown => f.write_str(
                 "cannot run a job submitted after ThreadPool::shutdown (or after the pool \
-                 was dropped); submit before shutting down or create a new ThreadPool",
+                 was dropped, or to a runtime that is stopping or closed); submit before \
+                 shutting down",
+            ),
+            PoolError::InvalidShard { shard, shards } => write!(
+                f,
+                "there is no shard {shard}: the runtime has {shards} (0..{shards}); see \
+                 ringloop::shard_count()"
             ),
         }
     }

@@ -252,6 +252,13 @@ impl Runtime {
         self.local.driver.borrow().kind()
     }
 
+    /// Gives the runtime a blocking pool it shares with others (the shards of a
+    /// `ShardedRuntime`), instead of the one it would create on first use; `close` is how the
+    /// runtime lets go of it when it closes.
+    pub(crate) fn set_blocking_pool(&self, pool: scheduler::ErasedPool) {
+        *self.local.blocking_pool.borrow_mut() = Some(pool);
+    }
+
     /// A thread-safe handle to this runtime.
     pub fn handle(&self) -> Handle {
         Handle {

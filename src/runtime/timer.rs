@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+/// The start of the next block of sequence numbers a `Timers` may take. Each loop takes a
+/// block of [`SEQ_BLOCK`] numbers at a time and hands them out without touching this atomic,
+/// so the timers of many loops (shards) do not contend on one cache line.
+static NEXT_SEQ_BLOCK: AtomicU64 = AtomicU64::new(1);
+const SEQ_BLOCK: u64 = 1 << 32;
 
 /// What a timer does when it fires.
 pub(crate) enum Action {
@@ -41,6 +45,9 @@ pub(crate) struct Timers {
     base: Instant,
     heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
     entries: Slab<Entry>,
+    /// The next sequence number, and the end of the block it comes from.
+    next_seq: u64,
+    seq_end: u64,
 }
 
 impl Timers {
@@ -49,6 +56,8 @@ impl Timers {
             base: Instant::now(),
             heap: BinaryHeap::new(),
             entries: Slab::new(),
+            next_seq: 0,
+            seq_end: 0,
         }
     }
 
@@ -58,9 +67,15 @@ impl Timers {
 
     /// Adds an entry without a deadline (a `call_soon` callback queued elsewhere).
     pub(crate) fn insert_unscheduled(&mut self, action: Action) -> TimerKey {
-        // Sequence numbers are unique across all runtimes, so a key used with the wrong
-        // runtime (a Sleep moved between runtimes on one thread) never matches an entry.
-        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+        // Sequence numbers are unique across all runtimes (each takes its own blocks), so a
+        // key used with the wrong runtime (a Sleep moved between runtimes on one thread) never
+        // matches an entry.
+        if self.next_seq == self.seq_end {
+            self.next_seq = NEXT_SEQ_BLOCK.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
+            self.seq_end = self.next_seq + SEQ_BLOCK;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let key = self.entries.insert(Entry { seq, action });
         TimerKey {
             key: u32::try_from(key).expect("ringloop: more than 4 billion live timers"),
