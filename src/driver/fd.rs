@@ -65,6 +65,11 @@ impl Fd {
         self.epoll.store(NOT_POLLABLE, Ordering::Relaxed);
     }
 
+    /// Records that no epoll driver has this descriptor registered any more.
+    pub(crate) fn clear_registration(&self) {
+        self.epoll.store(0, Ordering::Relaxed);
+    }
+
     /// Records that the epoll driver `id` registered this descriptor.
     pub(crate) fn set_registered(&self, id: u64) {
         self.epoll.store(id, Ordering::Relaxed);

@@ -447,6 +447,14 @@ impl Driver {
         key
     }
 
+    /// Forgets what the driver keeps about `fd` (its epoll registration), before the
+    /// descriptor moves to another loop.
+    pub(crate) fn forget_fd(&mut self, fd: &fd::Fd) {
+        if let Backend::Epoll(epoll) = &mut self.backend {
+            epoll.forget(fd);
+        }
+    }
+
     /// Takes the result of `key` if it has arrived, else records `waker`.
     pub(crate) fn poll_op(&mut self, key: usize, waker: &Waker) -> Option<io::Result<u32>> {
         self.table.poll(key, waker)

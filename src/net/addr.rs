@@ -10,6 +10,16 @@ use std::path::Path;
 
 use crate::driver::op::net::RawAddr;
 
+/// An IP address out of socket2's, for the address calls of TCP and UDP sockets.
+pub(crate) fn ip_addr(addr: io::Result<socket2::SockAddr>) -> io::Result<SocketAddr> {
+    addr?.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ringloop: the socket's address is not an IP address",
+        )
+    })
+}
+
 /// An IP socket address as the kernel reads it.
 pub(crate) fn to_raw(addr: &SocketAddr) -> RawAddr {
     let mut raw = RawAddr::empty();

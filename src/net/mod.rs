@@ -1,7 +1,7 @@
 //! Sockets through the ring: TCP, UDP and Unix domain sockets.
 //!
 //! Sockets are created, bound and set to listen synchronously (those calls never block);
-//! connecting, accepting, reading and writing go through io_uring. Reads and writes take an
+//! connecting, accepting, reading and writing go through the driver (io_uring, or epoll). Reads and writes take an
 //! owned buffer ([`IoBuf`](crate::io::IoBuf) / [`IoBufMut`](crate::io::IoBufMut)) and give it
 //! back with the result ([`BufResult`](crate::io::BufResult)), because the kernel uses the
 //! buffer until the operation completes.
@@ -32,9 +32,54 @@ mod udp;
 mod unix;
 
 pub use addr::ToSocketAddr;
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{TcpListener, TcpListenerBuilder, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
+
+/// A stream on its way to another shard (or thread): `Send`, unlike the stream itself. Made
+/// by [`TcpStream::into_send`] or [`UnixStream::into_send`], which keep the bytes a cancelled
+/// read left buffered; [`into_stream`](SendStream::<TcpStream>::into_stream) makes the
+/// stream again on the loop that should own it, where the next read returns those bytes
+/// first.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::net::{TcpListener, TcpStream};
+///
+/// let rt = ringloop::ShardedRuntime::new(2)?;
+/// let out = rt.run(|shard| async move {
+///     if shard == 1 {
+///         return Vec::new();
+///     }
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+///     let (server, _) = listener.accept().await.unwrap();
+///     client.write_all("moved").await.0.unwrap();
+///     // Serve the connection on shard 1 instead.
+///     let moving = server.into_send().await.unwrap();
+///     ringloop::submit_to(1, move || async move {
+///         let stream = moving.into_stream();
+///         stream.read(Vec::with_capacity(8)).await.1
+///     })
+///     .await
+///     .unwrap()
+/// });
+/// assert_eq!(out[0], b"moved");
+/// # std::io::Result::Ok(())
+/// ```
+pub struct SendStream<S> {
+    moved: stream::Moved,
+    _kind: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> std::fmt::Debug for SendStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendStream")
+            .field("moved", &self.moved)
+            .finish()
+    }
+}
 
 /// The methods that TcpStream and UnixStream share, with their docs.
 macro_rules! stream_methods {
@@ -115,6 +160,38 @@ macro_rules! stream_methods {
 }
 use stream_methods;
 
+/// `into_send` and `SendStream::into_stream` for a stream type.
+macro_rules! send_stream {
+    ($ty:ident) => {
+        impl $ty {
+            /// Turns the stream into a [`SendStream`](crate::net::SendStream), which can move
+            /// to another shard or thread. Waits for a cancelled read still in flight, so the
+            /// bytes it got are kept; they, and anything else cancelled reads left buffered,
+            /// come first from the next read of the stream made again.
+            ///
+            /// # Errors
+            ///
+            /// `EMFILE` if a cancelled operation still holds the descriptor and it cannot be
+            /// duplicated.
+            pub async fn into_send(self) -> std::io::Result<$crate::net::SendStream<$ty>> {
+                Ok($crate::net::SendStream {
+                    moved: self.inner.into_moved().await?,
+                    _kind: std::marker::PhantomData,
+                })
+            }
+        }
+
+        impl $crate::net::SendStream<$ty> {
+            /// The stream again, owned by this thread's loop.
+            pub fn into_stream(self) -> $ty {
+                $ty {
+                    inner: super::stream::Stream::from_moved(self.moved),
+                }
+            }
+        }
+    };
+}
+
 /// The [`CompatStream`](crate::io::CompatStream) implementation of a stream type.
 macro_rules! compat_stream {
     ($ty:ident) => {
@@ -136,3 +213,4 @@ macro_rules! compat_stream {
     };
 }
 use compat_stream;
+use send_stream;

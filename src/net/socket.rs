@@ -58,6 +58,11 @@ impl Socket {
         Fd::into_owned(fd).expect("ringloop: cannot duplicate a socket's fd for the std conversion")
     }
 
+    /// A borrowed socket2 view of this socket, for the option and address calls.
+    pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&**self.fd())
+    }
+
     /// Runs `f` on a std view of this socket (for the synchronous calls std already has:
     /// addresses, options, connect of datagram sockets).
     pub(crate) fn with_std<S: FromRawFd, R>(&self, f: impl FnOnce(&S) -> R) -> R {

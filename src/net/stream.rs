@@ -87,7 +87,47 @@ impl ReadState {
     }
 }
 
+/// A stream on its way to another loop: the descriptor, and what cancelled reads left behind
+/// (bytes first, then their EOF or error), so that none of it is lost in the move.
+#[derive(Debug)]
+pub(crate) struct Moved {
+    fd: std::os::fd::OwnedFd,
+    leftover: VecDeque<u8>,
+    eof: bool,
+    error: Option<io::Error>,
+}
+
 impl Stream {
+    /// Waits until no receive is in flight (a cancelled one's bytes are then kept), and takes
+    /// the stream apart for a move to another loop.
+    pub(crate) async fn into_moved(self) -> io::Result<Moved> {
+        poll_fn(|cx| self.poll_turn(cx)).await;
+        crate::driver::current()
+            .borrow_mut()
+            .forget_fd(self.sock.fd());
+        let Stream { sock, reads } = self;
+        let mut reads = reads.borrow_mut();
+        Ok(Moved {
+            fd: sock.into_fd(),
+            leftover: std::mem::take(&mut reads.leftover),
+            eof: reads.eof,
+            error: reads.error.take(),
+        })
+    }
+
+    /// The stream again, on this loop.
+    pub(crate) fn from_moved(m: Moved) -> Stream {
+        Stream {
+            sock: Socket::from_fd(m.fd),
+            reads: Rc::new(RefCell::new(ReadState {
+                leftover: m.leftover,
+                eof: m.eof,
+                error: m.error,
+                ..ReadState::default()
+            })),
+        }
+    }
+
     pub(crate) fn new(sock: Socket) -> Stream {
         Stream {
             sock,

@@ -4,10 +4,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::addr::{ToSocketAddr, from_raw, to_raw};
+use super::addr::{ToSocketAddr, from_raw, ip_addr, to_raw};
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
-use super::{compat_stream, stream_methods};
+use super::{compat_stream, send_stream, stream_methods};
 use crate::driver::op::Op;
 use crate::driver::op::net as op;
 
@@ -46,17 +46,46 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Creates a listening socket bound to the first of `addr`'s addresses that works, with
-    /// `SO_REUSEADDR` and a backlog of 1024. Synchronous: binding never blocks (but a host
-    /// name in `addr` is resolved with the blocking std resolver).
+    /// `SO_REUSEADDR` (never `SO_REUSEPORT`) and a backlog of 1024. Synchronous: binding
+    /// never blocks (but a host name in `addr` is resolved with the blocking std resolver).
+    /// [`TcpListener::builder`] sets the backlog, `SO_REUSEPORT` and `IPV6_V6ONLY`.
     ///
     /// # Errors
     ///
     /// The last address's error if none could be bound (`AddrInUse`, ...).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        // std sets SO_REUSEADDR and close-on-exec; listen again to raise the backlog.
-        let listener = TcpListener::from(std::net::TcpListener::bind(addr)?);
-        listener.sock.listen(BACKLOG)?;
-        Ok(listener)
+        TcpListener::builder().bind(addr)
+    }
+
+    /// Like [`bind`](TcpListener::bind), with `SO_REUSEPORT` (and `SO_REUSEADDR`): several
+    /// listeners, one per shard of a [`ShardedRuntime`](crate::ShardedRuntime), can bind the
+    /// same address, and the kernel spreads incoming connections among them.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](TcpListener::bind); `AddrInUse` if a listener without `SO_REUSEPORT` (or
+    /// of another user) holds the address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// ringloop::run(async {
+    ///     let a = ringloop::net::TcpListener::bind_reuse_port("127.0.0.1:0").unwrap();
+    ///     let b = ringloop::net::TcpListener::bind_reuse_port(a.local_addr().unwrap()).unwrap();
+    ///     assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+    /// });
+    /// ```
+    pub fn bind_reuse_port(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        TcpListener::builder().reuse_port(true).bind(addr)
+    }
+
+    /// Options for a listener: backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`.
+    pub fn builder() -> TcpListenerBuilder {
+        TcpListenerBuilder {
+            backlog: BACKLOG,
+            reuse_port: false,
+            only_v6: None,
+        }
     }
 
     /// Accepts a connection: the stream (close-on-exec) and the peer's address.
@@ -90,8 +119,92 @@ impl TcpListener {
 
     /// The address the listener is bound to (with the port the kernel picked for port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock
-            .with_std(|l: &std::net::TcpListener| l.local_addr())
+        ip_addr(self.sock.sock_ref().local_addr())
+    }
+}
+
+/// Builds a [`TcpListener`] with options `bind` does not set: the backlog, `SO_REUSEPORT`
+/// (one listener per shard, the kernel spreads connections) and `IPV6_V6ONLY`.
+///
+/// # Examples
+///
+/// ```
+/// use ringloop::net::TcpListener;
+///
+/// ringloop::run(async {
+///     let listener = TcpListener::builder()
+///         .backlog(4096)
+///         .reuse_port(true)
+///         .bind("127.0.0.1:0")
+///         .unwrap();
+///     assert!(listener.local_addr().unwrap().port() != 0);
+/// });
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpListenerBuilder {
+    backlog: libc::c_int,
+    reuse_port: bool,
+    only_v6: Option<bool>,
+}
+
+impl TcpListenerBuilder {
+    /// The length of the queue of connections not yet accepted (`listen(2)`; the kernel caps
+    /// it at `net.core.somaxconn`). Default 1024.
+    pub fn backlog(mut self, backlog: u32) -> TcpListenerBuilder {
+        self.backlog = backlog.min(libc::c_int::MAX as u32) as libc::c_int;
+        self
+    }
+
+    /// `SO_REUSEPORT`: other listeners with it may bind the same address, and the kernel
+    /// spreads connections among them. Default off.
+    pub fn reuse_port(mut self, reuse: bool) -> TcpListenerBuilder {
+        self.reuse_port = reuse;
+        self
+    }
+
+    /// `IPV6_V6ONLY` on an IPv6 address: `true` accepts IPv6 only, `false` also IPv4 (as
+    /// mapped addresses). Default: the system's (`net.ipv6.bindv6only`, usually `false`).
+    pub fn only_v6(mut self, only: bool) -> TcpListenerBuilder {
+        self.only_v6 = Some(only);
+        self
+    }
+
+    /// Binds to the first of `addr`'s addresses that works and listens. Always sets
+    /// `SO_REUSEADDR` and close-on-exec.
+    ///
+    /// # Errors
+    ///
+    /// The last address's error if none could be bound (`AddrInUse`, ...).
+    pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match self.bind_one(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ringloop: the address resolved to no address to bind",
+            )
+        }))
+    }
+
+    fn bind_one(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        use socket2::{Domain, Socket as Socket2, Type};
+        // socket2 creates it close-on-exec.
+        let socket = Socket2::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if self.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        if let (Some(only), SocketAddr::V6(_)) = (self.only_v6, addr) {
+            socket.set_only_v6(only)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(self.backlog)?;
+        Ok(TcpListener::from(std::net::TcpListener::from(socket)))
     }
 }
 
@@ -202,34 +315,27 @@ impl TcpStream {
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.inner
-            .sock
-            .with_std(|s: &std::net::TcpStream| s.set_nodelay(nodelay))
+        self.inner.sock.sock_ref().set_tcp_nodelay(nodelay)
     }
 
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.inner
-            .sock
-            .with_std(|s: &std::net::TcpStream| s.nodelay())
+        self.inner.sock.sock_ref().tcp_nodelay()
     }
 
     /// The address of the peer.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner
-            .sock
-            .with_std(|s: &std::net::TcpStream| s.peer_addr())
+        ip_addr(self.inner.sock.sock_ref().peer_addr())
     }
 
     /// The local address of the stream.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner
-            .sock
-            .with_std(|s: &std::net::TcpStream| s.local_addr())
+        ip_addr(self.inner.sock.sock_ref().local_addr())
     }
 }
 
 compat_stream!(TcpStream);
+send_stream!(TcpStream);
 
 impl From<std::net::TcpStream> for TcpStream {
     /// Wraps a connected std stream (blocking or not: the ring does not care).

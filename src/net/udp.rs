@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use super::addr::{ToSocketAddr, from_raw, to_raw};
+use super::addr::{ToSocketAddr, from_raw, ip_addr, to_raw};
 use super::datagram;
 use super::socket::Socket;
 use crate::io::{BufResult, IoBuf, IoBufMut};
@@ -81,12 +81,12 @@ impl UdpSocket {
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.with_std(|s: &std::net::UdpSocket| s.local_addr())
+        ip_addr(self.sock.sock_ref().local_addr())
     }
 
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.with_std(|s: &std::net::UdpSocket| s.peer_addr())
+        ip_addr(self.sock.sock_ref().peer_addr())
     }
 }
 

@@ -9,7 +9,7 @@ use super::addr::{unix_from_raw, unix_to_raw};
 use super::datagram;
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
-use super::{compat_stream, stream_methods};
+use super::{compat_stream, send_stream, stream_methods};
 use crate::driver::op::Op;
 use crate::driver::op::net as op;
 use crate::io::{BufResult, IoBuf, IoBufMut};
@@ -173,6 +173,7 @@ impl UnixStream {
 }
 
 compat_stream!(UnixStream);
+send_stream!(UnixStream);
 fd_impls!(UnixStream, std::os::unix::net::UnixStream, inner.sock);
 
 /// A Unix datagram socket.

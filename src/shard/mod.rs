@@ -475,8 +475,16 @@ impl ShardedRuntime {
 impl Drop for ShardedRuntime {
     fn drop(&mut self) {
         self.stop();
-        join_all(std::mem::take(&mut self.threads));
-        self.pool.shutdown(true, true);
+        // Dropped on one of its own shards (the last `Arc` of it held by a task): that
+        // thread cannot join itself; it ends once its loop returns.
+        let me = std::thread::current().id();
+        let (own, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
+            .into_iter()
+            .partition(|t| t.thread().id() == me);
+        join_all(others);
+        // The pool waits for its running jobs, except when dropped on a shard (whose jobs
+        // may wait for that very shard).
+        self.pool.shutdown(own.is_empty(), true);
     }
 }
 

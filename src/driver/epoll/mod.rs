@@ -218,6 +218,20 @@ impl Epoll {
         Ok(false)
     }
 
+    /// Takes `fd` out of the interest list (it moves to another loop, whose driver registers
+    /// it anew). Its operations have all completed: the stream that owns it waited for them.
+    pub(crate) fn forget(&mut self, fd: &Fd) {
+        if !fd.registered_with(self.id) {
+            return;
+        }
+        let raw = fd.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        fd.clear_registration();
+        if let Some(state) = self.fds.get_mut(raw as usize) {
+            *state = FdState::default();
+        }
+    }
+
     /// Starts a readiness operation: runs it at once if the descriptor is believed ready,
     /// else queues it.
     pub(crate) fn submit_ready(
