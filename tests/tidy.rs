@@ -98,7 +98,7 @@ fn nothing_above_the_driver_names_an_io_uring_concept() {
 
 #[test]
 fn layers_only_use_the_layers_below() {
-    // Layer order (DESIGN.md): buf -> driver -> runtime -> future -> io/fs/net -> pool.
+    // Layer order (DESIGN.md): buf -> driver -> runtime -> future -> io/fs/net -> pool -> shard.
     let forbidden: &[(&str, &[&str])] = &[
         ("buf.rs", &["crate::"]),
         (
@@ -110,15 +110,29 @@ fn layers_only_use_the_layers_below() {
                 "crate::fs",
                 "crate::net",
                 "crate::pool",
+                "crate::shard",
             ],
         ),
         (
             "runtime/",
-            &["crate::future", "crate::fs", "crate::net", "crate::pool"],
+            &[
+                "crate::future",
+                "crate::fs",
+                "crate::net",
+                "crate::pool",
+                "crate::shard",
+            ],
         ),
         ("future/", &["crate::driver", "crate::fs", "crate::net"]),
-        ("io/", &["crate::pool", "crate::spawn_blocking"]),
-        ("fs/", &["crate::pool", "crate::spawn_blocking"]),
+        (
+            "io/",
+            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
+        ),
+        ("pool/", &["crate::shard"]),
+        (
+            "fs/",
+            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
+        ),
         ("net/", &["crate::pool", "crate::spawn_blocking"]),
     ];
     let mut offenders = Vec::new();
