@@ -560,7 +560,10 @@ impl Driver {
     /// [`Driver::park`]; `notify` keeps the eventfd read armed on io_uring (not when the
     /// driver closes, which waits only for its own operations and has cancelled that read).
     fn park_inner(&mut self, timeout: Option<Duration>, notify: bool) -> io::Result<()> {
-        if !self.local.is_empty() || self.blocking.has_results() {
+        // Results already collected (a reap inside a submission that found the SQ full, a
+        // blocking thread's) must reach their tasks before the loop sleeps.
+        let collected = !self.table.to_wake.is_empty() || !self.table.orphans.is_empty();
+        if collected || !self.local.is_empty() || self.blocking.has_results() {
             return self.poll_io();
         }
         match &mut self.backend {
@@ -633,7 +636,11 @@ impl Drop for Driver {
             .map(|(k, _)| k)
             .collect();
         for key in keys {
-            let withdrawn = match (&mut self.backend, self.table.via(key)) {
+            // A reap while cancelling an earlier key may have completed this one.
+            let Some(via) = self.table.ops.get(key).map(|e| e.via) else {
+                continue;
+            };
+            let withdrawn = match (&mut self.backend, via) {
                 (Backend::Uring(ring), Via::Ring) => {
                     ring.cancel(key);
                     false

@@ -234,6 +234,13 @@ impl Uring {
         if notify {
             self.arm_notify(table)?;
         }
+        // A push above may have flushed a full SQ and reaped (EBUSY / EAGAIN): completions
+        // it collected must reach their tasks before the loop sleeps, so do not wait then.
+        let timeout = if table.to_wake.is_empty() && table.orphans.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         let res = match timeout {
             Some(t) => {
                 let ts = timespec(t);
