@@ -45,6 +45,7 @@ pub mod net;
 pub mod pool;
 mod runtime;
 mod shard;
+pub mod signal;
 
 pub use driver::DriverKind;
 pub use future::{
@@ -64,6 +65,7 @@ pub use runtime::time::{
 };
 pub use runtime::{Builder, Handle, Runtime, run};
 pub use shard::{ShardedBuilder, ShardedRuntime, shard_count, shard_id, submit_to};
+pub use signal::{add_signal_handler, remove_signal_handler};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

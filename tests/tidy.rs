@@ -134,6 +134,10 @@ fn layers_only_use_the_layers_below() {
             &["crate::pool", "crate::spawn_blocking", "crate::shard"],
         ),
         ("net/", &["crate::pool", "crate::spawn_blocking"]),
+        (
+            "signal/",
+            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
+        ),
     ];
     let mut offenders = Vec::new();
     for path in rust_files(&src()) {

@@ -311,6 +311,12 @@ pub(crate) fn set_current(driver: Option<DriverRef>) -> Option<DriverRef> {
     CURRENT.with(|c| c.replace(driver))
 }
 
+/// This thread's current driver, if a runtime runs on it.
+pub(crate) fn try_current() -> Option<DriverRef> {
+    // `try_with`: also called from destructors at thread exit, after the slot may be gone.
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+}
+
 /// This thread's current driver.
 ///
 /// # Panics

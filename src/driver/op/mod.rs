@@ -15,6 +15,7 @@
 //! operation's data moving or being shared: the data stays with its `Op` (or the driver's
 //! table) on the loop thread, exactly as while the kernel runs an SQE.
 
+pub(crate) mod event;
 pub(crate) mod fs;
 pub(crate) mod net;
 
