@@ -35,16 +35,15 @@
 //! repetition at 1% of the requests.
 
 mod common;
-use common::{DRIVERS, driver_name, median, ringloop_rt_on};
+use common::echo::{CONNECTIONS, echo_ringloop, echo_tokio, load};
+use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, thread_cpu};
 use ringloop::DriverKind;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::net::TcpListener as StdListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const CONNECTIONS: usize = 50;
 const REQUESTS: usize = 200_000;
 const SIZES: [usize; 2] = [64, 4096];
 
@@ -77,37 +76,11 @@ impl Server {
     }
 }
 
-fn pin_to(cpu: usize) {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is empty; the pointer and size are valid for the call.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// CPU time (user + system) of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: a zeroed rusage is valid; getrusage fills it.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Servers: each serves CONNECTIONS connections until all close, and returns its CPU time.
 // ---------------------------------------------------------------------------------------------
 
 fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
-    use ringloop::io::BufResult;
     let rt = ringloop_rt_on(kind);
     let start = thread_cpu();
     rt.block_on(async move {
@@ -115,19 +88,7 @@ fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
         let mut tasks = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
             let (stream, _) = listener.accept().await.unwrap();
-            tasks.push(ringloop::spawn(async move {
-                stream.set_nodelay(true).unwrap();
-                let mut buf = Vec::with_capacity(4096);
-                loop {
-                    let BufResult(n, b) = stream.read(buf).await;
-                    if n.unwrap() == 0 {
-                        break;
-                    }
-                    let BufResult(r, b) = stream.write_all(b).await;
-                    r.unwrap();
-                    buf = b;
-                }
-            }));
+            tasks.push(ringloop::spawn(echo_ringloop(stream)));
         }
         for t in tasks {
             t.await.unwrap();
@@ -137,7 +98,6 @@ fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
 }
 
 fn serve_tokio(listener: StdListener) -> Duration {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,18 +108,8 @@ fn serve_tokio(listener: StdListener) -> Duration {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let mut tasks = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tasks.push(tokio::spawn(async move {
-                stream.set_nodelay(true).unwrap();
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    stream.write_all(&buf[..n]).await.unwrap();
-                }
-            }));
+            let (stream, _) = listener.accept().await.unwrap();
+            tasks.push(tokio::spawn(echo_tokio(stream)));
         }
         for t in tasks {
             t.await.unwrap();
@@ -294,7 +244,7 @@ fn serve_io_uring(listener: StdListener) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Load generator and one run
+// One run (the load generator is in common/echo.rs)
 // ---------------------------------------------------------------------------------------------
 
 /// Runs one server against the load; returns (server CPU µs per request, requests per second).
@@ -312,7 +262,7 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
         };
         tx.send(cpu).unwrap();
     });
-    let wall = load(addr, size, per_conn);
+    let wall = load(addr, size, per_conn, Some(1)).wall;
     let cpu = rx.recv().unwrap();
     server_thread.join().unwrap();
     let total = per_conn * CONNECTIONS;
@@ -320,35 +270,6 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
         cpu.as_nanos() as f64 / 1e3 / total as f64,
         total as f64 / wall.as_secs_f64(),
     )
-}
-
-/// CONNECTIONS blocking client threads on CPU 1, `per_conn` ping-pongs of `size` bytes each.
-fn load(addr: SocketAddr, size: usize, per_conn: usize) -> Duration {
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CONNECTIONS + 1));
-    let clients: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                pin_to(1);
-                let mut s = StdStream::connect(addr).unwrap();
-                s.set_nodelay(true).unwrap();
-                let msg = vec![0x5a_u8; size];
-                let mut back = vec![0u8; size];
-                barrier.wait();
-                for _ in 0..per_conn {
-                    s.write_all(&msg).unwrap();
-                    s.read_exact(&mut back).unwrap();
-                }
-                drop(s);
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for c in clients {
-        c.join().unwrap();
-    }
-    start.elapsed()
 }
 
 fn main() {

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)] // Each benchmark uses its own subset.
 
+pub mod echo;
+
+use std::time::Duration;
+
 use ringloop::DriverKind;
 
 /// The drivers every ringloop workload runs on, in the order of the tables' columns.
@@ -27,6 +31,27 @@ pub fn ringloop_rt_on(kind: DriverKind) -> ringloop::Runtime {
         .build()
         .unwrap_or_else(|e| panic!("ringloop runtime on {}: {e}", driver_name(kind)));
     assert_eq!(rt.driver_kind(), kind, "the runtime's driver");
+    rt
+}
+
+/// A ringloop sharded runtime of `shards` loops, all on `kind` (chosen explicitly, as above).
+///
+/// # Panics
+///
+/// If it cannot be built on that driver.
+pub fn sharded_rt_on(kind: DriverKind, shards: usize) -> ringloop::ShardedRuntime {
+    let rt = ringloop::ShardedRuntime::builder()
+        .shards(shards)
+        .driver(kind)
+        .build()
+        .unwrap_or_else(|e| panic!("ringloop sharded runtime on {}: {e}", driver_name(kind)));
+    for shard in 0..shards {
+        assert_eq!(
+            rt.handle(shard).driver_kind(),
+            kind,
+            "shard {shard}'s driver"
+        );
+    }
     rt
 }
 
@@ -76,4 +101,30 @@ pub fn median(values: &[f64]) -> f64 {
     } else {
         (v[mid - 1] + v[mid]) / 2.0
     }
+}
+
+/// Pins the calling thread to CPU `cpu`, if the machine has at least two CPUs.
+pub fn pin_to(cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is empty; the pointer and size are valid for the call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CPU time (user + system) of the calling thread.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is valid; getrusage fills it.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -25,8 +25,10 @@
 
 mod addr;
 mod datagram;
+#[cfg(feature = "hyper")]
+pub(crate) mod poll_io;
 mod socket;
-mod stream;
+pub(crate) mod stream;
 mod tcp;
 mod udp;
 mod unix;
@@ -178,6 +180,14 @@ macro_rules! send_stream {
                     moved: self.inner.into_moved().await?,
                     _kind: std::marker::PhantomData,
                 })
+            }
+        }
+
+        #[cfg(feature = "hyper")]
+        impl $ty {
+            /// The shared stream machinery, for crate adapters (`ringloop::hyper::Io`).
+            pub(crate) fn stream(&self) -> &super::stream::Stream {
+                &self.inner
             }
         }
 

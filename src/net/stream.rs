@@ -32,19 +32,19 @@ use crate::io::{BufResult, IoBuf, IoBufMut};
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(crate) sock: Socket,
-    reads: Rc<RefCell<ReadState>>,
+    pub(super) reads: Rc<RefCell<ReadState>>,
 }
 
 #[derive(Debug, Default)]
-struct ReadState {
+pub(super) struct ReadState {
     /// Bytes received by cancelled reads, not yet returned.
-    leftover: VecDeque<u8>,
+    pub(super) leftover: VecDeque<u8>,
     /// A cancelled read saw end of stream.
     eof: bool,
     /// A cancelled read failed with this error.
     error: Option<io::Error>,
     /// A RECV of this stream is in flight (its future may be gone).
-    in_flight: bool,
+    pub(super) in_flight: bool,
     /// Reads waiting for `in_flight` to clear.
     waiters: Vec<Waker>,
     /// Cancelled reads whose data was kept.
@@ -53,7 +53,7 @@ struct ReadState {
 
 impl ReadState {
     /// The RECV in flight finished: let the next read go.
-    fn finish(state: &RefCell<ReadState>) {
+    pub(super) fn finish(state: &RefCell<ReadState>) {
         let waiters = {
             let mut s = state.borrow_mut();
             s.in_flight = false;
@@ -65,7 +65,11 @@ impl ReadState {
     }
 
     /// The result of a receive whose read was cancelled: keep what it got.
-    fn orphaned<B: IoBuf>(state: &RefCell<ReadState>, r: Option<io::Result<u32>>, buf: &B) {
+    pub(super) fn orphaned<B: IoBuf>(
+        state: &RefCell<ReadState>,
+        r: Option<io::Result<u32>>,
+        buf: &B,
+    ) {
         {
             let mut s = state.borrow_mut();
             match r {
@@ -136,7 +140,7 @@ impl Stream {
     }
 
     /// Waits until no RECV of this stream is in flight.
-    fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.reads.borrow_mut();
         if !s.in_flight {
             return Poll::Ready(());
@@ -145,6 +149,30 @@ impl Stream {
             s.waiters.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    #[cfg(feature = "hyper")]
+    /// What cancelled reads left behind, for a poll-level read: at most `max` bytes handed to
+    /// `out`, then their EOF or error.
+    pub(super) fn take_buffered_into(
+        &self,
+        max: usize,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Option<io::Result<usize>> {
+        let mut s = self.reads.borrow_mut();
+        if !s.leftover.is_empty() {
+            let (a, b) = s.leftover.as_slices();
+            let from_a = a.len().min(max);
+            out(&a[..from_a]);
+            let from_b = b.len().min(max - from_a);
+            out(&b[..from_b]);
+            s.leftover.drain(..from_a + from_b);
+            return Some(Ok(from_a + from_b));
+        }
+        if std::mem::take(&mut s.eof) {
+            return Some(Ok(0));
+        }
+        s.error.take().map(Err)
     }
 
     /// What cancelled reads left behind: bytes first, then their EOF or error.
