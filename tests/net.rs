@@ -569,3 +569,39 @@ fn a_dropped_listener_frees_its_port_at_once() {
         }
     });
 }
+
+/// Review finding (epoll): a short read was taken to mean "drained, wait for the next edge";
+/// when the last bytes and the end of stream arrived together, the read that took the bytes
+/// left no edge for the end, and the next read hung.
+#[test]
+fn a_short_read_of_the_last_bytes_still_sees_the_end() {
+    use std::io::Write;
+    ringloop::run(async {
+        for _ in 0..20 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            // A first read waits (nothing is queued yet); then bytes and FIN arrive together,
+            // before the loop looks again.
+            let mut first = Box::pin(server.read(Vec::with_capacity(64)));
+            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            assert!(std::future::Future::poll(first.as_mut(), &mut cx).is_pending());
+            client.write_all(b"last").unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let BufResult(n, buf) = first.await;
+            let mut got = buf[..n.unwrap()].to_vec();
+            loop {
+                let read = ringloop::wait_for(
+                    server.read(Vec::with_capacity(64)),
+                    Duration::from_secs(10),
+                );
+                let BufResult(n, buf) = read.await.expect("a read after the last bytes hung");
+                if n.unwrap() == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, b"last");
+        }
+    });
+}

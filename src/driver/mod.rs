@@ -415,11 +415,14 @@ impl Driver {
                 plan => Ok(self.submit_local(plan)),
             },
             Backend::Epoll(epoll) => match op.plan() {
-                Plan::Ready { fd, interest, call } => {
-                    epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
-                }
+                Plan::Ready {
+                    fd,
+                    interest,
+                    call,
+                    full,
+                } => epoll.submit_ready(&mut self.table, fd, interest, call, full, timeout),
                 Plan::File { fd, interest, call } if epoll.has_readiness(fd)? => {
-                    epoll.submit_ready(&mut self.table, fd, interest, call, false, timeout)
+                    epoll.submit_ready(&mut self.table, fd, interest, call, None, timeout)
                 }
                 _ if timeout.is_some() => Err(io::Error::new(
                     io::ErrorKind::Unsupported,

@@ -120,7 +120,7 @@ impl PollIo {
             buf.clear();
             self.pos = 0;
             buf.reserve(READ_BUF);
-            match Op::submit(Recv::new(stream.sock.fd(), buf)) {
+            match Op::submit(Recv::stream(stream.sock.fd(), buf)) {
                 Ok(recv) => {
                     stream.reads.borrow_mut().in_flight = true;
                     self.recv = Some(recv.on_orphan(Rescue(Rc::clone(&stream.reads))));
@@ -157,7 +157,7 @@ impl PollIo {
 
     fn start_send(&mut self, stream: &Stream, buf: Vec<u8>, from: usize) -> io::Result<()> {
         let end = buf.len();
-        match Op::submit(Send::new(stream.sock.fd(), buf.slice(from..end))) {
+        match Op::submit(Send::stream(stream.sock.fd(), buf.slice(from..end))) {
             Ok(send) => {
                 self.send = Some(send);
                 Ok(())

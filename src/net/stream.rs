@@ -227,7 +227,7 @@ impl Stream {
         if buf.bytes_total() == 0 {
             return BufResult(Ok(0), buf);
         }
-        let recv = match Op::submit_within(op::Recv::new(self.sock.fd(), buf), timeout) {
+        let recv = match Op::submit_within(op::Recv::stream(self.sock.fd(), buf), timeout) {
             Ok(recv) => recv,
             Err((e, recv)) => return BufResult(Err(e), recv.buf),
         };
@@ -255,7 +255,7 @@ impl Stream {
         if buf.bytes_init() == 0 {
             return BufResult(Ok(0), buf);
         }
-        match Op::submit(op::Send::new(self.sock.fd(), buf)) {
+        match Op::submit(op::Send::stream(self.sock.fd(), buf)) {
             Ok(send) => {
                 let (r, send) = send.await;
                 BufResult(r.map(|n| n as usize), send.buf)

@@ -52,6 +52,18 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 const READ: u8 = 1;
 const WRITE: u8 = 2;
+/// Sticky: the peer closed its side (or the socket failed). A short read may have taken the
+/// last bytes before the end of stream, and no further edge will come for that end, so a
+/// short transfer no longer clears readiness once this is set (tokio keeps the same bit).
+const READ_CLOSED: u8 = 4;
+const WRITE_CLOSED: u8 = 8;
+
+fn closed_bit(interest: Interest) -> u8 {
+    match interest {
+        Interest::Read => READ_CLOSED,
+        Interest::Write => WRITE_CLOSED,
+    }
+}
 
 fn bit(interest: Interest) -> u8 {
     match interest {
@@ -69,6 +81,20 @@ struct FdState {
 }
 
 impl FdState {
+    /// After a syscall that completed with `res`: a short transfer on a byte stream (some,
+    /// but less than `full`) means the socket had no more, so wait for the next edge rather
+    /// than try a syscall that would say `EAGAIN` (tokio does the same). A zero-byte read
+    /// (end of stream) keeps the bit: later reads must see the end again, and no edge follows.
+    fn note(&mut self, interest: Interest, res: i32, full: Option<usize>) {
+        if let Some(full) = full
+            && res > 0
+            && (res as usize) < full
+            && self.ready & closed_bit(interest) == 0
+        {
+            self.ready &= !bit(interest);
+        }
+    }
+
     fn queue(&mut self, interest: Interest) -> &mut VecDeque<usize> {
         match interest {
             Interest::Read => &mut self.readers,
@@ -83,6 +109,8 @@ struct Waiting {
     fd: RawFd,
     interest: Interest,
     call: Syscall,
+    /// See `Plan::Ready::full`.
+    full: Option<usize>,
     /// A connect in progress: on writability, its result is `SO_ERROR`.
     connect: bool,
     deadline: Option<Instant>,
@@ -101,7 +129,6 @@ pub(crate) struct Epoll {
     timer: OwnedFd,
     /// The deadline the timerfd is armed for, if it has not fired yet.
     timer_armed: Option<Instant>,
-    notify_fd: RawFd,
     /// `poll_io` calls since the last `epoll_wait`.
     since_wait: u32,
     /// Tasks the loop polled since the last `epoll_wait`.
@@ -145,7 +172,6 @@ impl Epoll {
             deadlines: BTreeSet::new(),
             timer,
             timer_armed: None,
-            notify_fd: notifier.raw_fd(),
             since_wait: 0,
             tasks_since_wait: 0,
             reported: Vec::new(),
@@ -240,7 +266,7 @@ impl Epoll {
         fd: &Fd,
         interest: Interest,
         call: Syscall,
-        connect: bool,
+        full: Option<usize>,
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         let raw = self.register(fd)?;
@@ -248,11 +274,14 @@ impl Epoll {
         if state.ready & bit(interest) != 0 && state.queue(interest).is_empty() {
             // SAFETY: the operation that built the syscall is alive: it is being submitted.
             match unsafe { run(call) } {
-                Some(res) => return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false)),
+                Some(res) => {
+                    state.note(interest, res, full);
+                    return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false));
+                }
                 None => state.ready &= !bit(interest),
             }
         }
-        Ok(self.wait(table, raw, interest, call, connect, timeout))
+        Ok(self.wait(table, raw, interest, call, full, false, timeout))
     }
 
     /// Starts a connect: `connect(2)` at once; `EINPROGRESS` waits for writability.
@@ -269,7 +298,7 @@ impl Epoll {
             return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false));
         }
         self.fds[raw as usize].ready &= !WRITE;
-        Ok(self.wait(table, raw, Interest::Write, call, true, None))
+        Ok(self.wait(table, raw, Interest::Write, call, None, true, None))
     }
 
     fn wait(
@@ -278,6 +307,7 @@ impl Epoll {
         fd: RawFd,
         interest: Interest,
         call: Syscall,
+        full: Option<usize>,
         connect: bool,
         timeout: Option<Duration>,
     ) -> usize {
@@ -294,6 +324,7 @@ impl Epoll {
             fd,
             interest,
             call,
+            full,
             connect,
             deadline,
         });
@@ -338,10 +369,12 @@ impl Epoll {
                     run(w.call)
                 }
             };
+            let full = w.full;
             let Some(res) = res else {
                 self.fds[fd].ready &= !bit(interest);
                 return;
             };
+            self.fds[fd].note(interest, res, full);
             self.fds[fd].queue(interest).pop_front();
             let w = self.waiting[key].take().expect("checked above");
             if let Some(d) = w.deadline {
@@ -381,7 +414,10 @@ impl Epoll {
         let mut fds = std::mem::take(&mut self.reported);
         for ev in self.events.iter() {
             match ev.token() {
-                NOTIFY_TOKEN => drain_eventfd(self.notify_fd),
+                // The eventfd is never read: edge-triggered epoll reports every write to it,
+                // and its counter cannot overflow in practice (2^64 - 2 writes); not reading
+                // saves a syscall per cross-thread wake-up.
+                NOTIFY_TOKEN => {}
                 TIMER_TOKEN => self.timer_armed = None,
                 Token(fd) => {
                     let Some(state) = self.fds.get_mut(fd) else {
@@ -390,11 +426,17 @@ impl Epoll {
                     // An error or hang-up makes both directions "ready": the next syscall
                     // reports it.
                     let err = ev.is_error();
-                    if ev.is_readable() || ev.is_read_closed() || err {
+                    if ev.is_readable() {
                         state.ready |= READ;
                     }
-                    if ev.is_writable() || ev.is_write_closed() || err {
+                    if ev.is_read_closed() || err {
+                        state.ready |= READ | READ_CLOSED;
+                    }
+                    if ev.is_writable() {
                         state.ready |= WRITE;
+                    }
+                    if ev.is_write_closed() || err {
+                        state.ready |= WRITE | WRITE_CLOSED;
                     }
                     fds.push(fd);
                 }
@@ -537,13 +579,6 @@ unsafe fn connect_result(fd: RawFd) -> Option<i32> {
         return None;
     }
     Some(0)
-}
-
-/// Resets the wake-up eventfd after a notification.
-fn drain_eventfd(fd: RawFd) {
-    let mut buf = 0u64;
-    // SAFETY: reads 8 bytes into a live local; the eventfd is non-blocking.
-    let _ = unsafe { libc::read(fd, (&raw mut buf).cast(), 8) };
 }
 
 impl std::fmt::Debug for Epoll {

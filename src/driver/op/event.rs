@@ -52,6 +52,7 @@ unsafe impl OpCode for EventRead {
             fd: &self.fd,
             interest: Interest::Read,
             call,
+            full: None,
         }
     }
 }

@@ -60,6 +60,11 @@ pub(crate) enum Plan<'a> {
         fd: &'a Fd,
         interest: Interest,
         call: Syscall,
+        /// On a byte stream, the length asked for: a count below it (but above 0) means the
+        /// socket had no more to give (or no more room), so the driver waits for the next
+        /// edge instead of trying a syscall that would say `EAGAIN`. `None` for datagrams
+        /// and accepts, where a short result says nothing.
+        full: Option<usize>,
     },
     /// `connect(2)` on a non-blocking socket: `EINPROGRESS`, then the result is the socket's
     /// `SO_ERROR` once it is writable.

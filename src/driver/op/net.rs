@@ -172,6 +172,7 @@ unsafe impl OpCode for Accept {
             fd: &self.fd,
             interest: Interest::Read,
             call,
+            full: None,
         }
     }
 }
@@ -181,13 +182,25 @@ unsafe impl OpCode for Accept {
 pub(crate) struct Recv<B> {
     fd: SharedFd,
     pub(crate) buf: B,
+    /// On a byte stream (not a datagram socket): a short read means it is drained.
+    stream: bool,
 }
 
 impl<B: IoBufMut> Recv<B> {
+    /// A receive of one datagram.
     pub(crate) fn new(fd: &SharedFd, buf: B) -> Recv<B> {
         Recv {
             fd: fd.clone(),
             buf,
+            stream: false,
+        }
+    }
+
+    /// A receive on a byte stream (TCP, Unix stream).
+    pub(crate) fn stream(fd: &SharedFd, buf: B) -> Recv<B> {
+        Recv {
+            stream: true,
+            ..Recv::new(fd, buf)
         }
     }
 }
@@ -222,6 +235,7 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
             fd: &self.fd,
             interest: Interest::Read,
             call,
+            full: self.stream.then(|| self.buf.bytes_total()),
         }
     }
 }
@@ -231,13 +245,25 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
 pub(crate) struct Send<B> {
     fd: SharedFd,
     pub(crate) buf: B,
+    /// On a byte stream: a short send means the socket buffer is full.
+    stream: bool,
 }
 
 impl<B: IoBuf> Send<B> {
+    /// A send of one datagram.
     pub(crate) fn new(fd: &SharedFd, buf: B) -> Send<B> {
         Send {
             fd: fd.clone(),
             buf,
+            stream: false,
+        }
+    }
+
+    /// A send on a byte stream (TCP, Unix stream).
+    pub(crate) fn stream(fd: &SharedFd, buf: B) -> Send<B> {
+        Send {
+            stream: true,
+            ..Send::new(fd, buf)
         }
     }
 }
@@ -273,6 +299,7 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
             fd: &self.fd,
             interest: Interest::Write,
             call,
+            full: self.stream.then(|| self.buf.bytes_init()),
         }
     }
 }
@@ -336,6 +363,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
             fd: &self.fd,
             interest: Interest::Write,
             call,
+            full: None,
         }
     }
 }
@@ -394,6 +422,7 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             fd: &self.fd,
             interest: Interest::Read,
             call,
+            full: None,
         }
     }
 }
