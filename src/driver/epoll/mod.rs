@@ -281,7 +281,15 @@ impl Epoll {
                 None => state.ready &= !bit(interest),
             }
         }
-        Ok(self.wait(table, raw, interest, call, full, false, timeout))
+        let w = Waiting {
+            fd: raw,
+            interest,
+            call,
+            full,
+            connect: false,
+            deadline: None,
+        };
+        Ok(self.wait(table, w, timeout))
     }
 
     /// Starts a connect: `connect(2)` at once; `EINPROGRESS` waits for writability.
@@ -298,36 +306,31 @@ impl Epoll {
             return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false));
         }
         self.fds[raw as usize].ready &= !WRITE;
-        Ok(self.wait(table, raw, Interest::Write, call, None, true, None))
+        let w = Waiting {
+            fd: raw,
+            interest: Interest::Write,
+            call,
+            full: None,
+            connect: true,
+            deadline: None,
+        };
+        Ok(self.wait(table, w, None))
     }
 
-    fn wait(
-        &mut self,
-        table: &mut Table,
-        fd: RawFd,
-        interest: Interest,
-        call: Syscall,
-        full: Option<usize>,
-        connect: bool,
-        timeout: Option<Duration>,
-    ) -> usize {
+    /// Queues `w` for readiness; with `timeout`, it completes with `TimedOut` if still
+    /// waiting then.
+    fn wait(&mut self, table: &mut Table, mut w: Waiting, timeout: Option<Duration>) -> usize {
         let key = table.insert(Lifecycle::Submitted, Via::Ready, false);
         // A limit too far to represent (`Duration::MAX`) is no limit.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        if let Some(d) = deadline {
+        w.deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if let Some(d) = w.deadline {
             self.deadlines.insert((d, key));
         }
         if self.waiting.len() <= key {
             self.waiting.resize_with(key + 1, || None);
         }
-        self.waiting[key] = Some(Waiting {
-            fd,
-            interest,
-            call,
-            full,
-            connect,
-            deadline,
-        });
+        let (fd, interest) = (w.fd, w.interest);
+        self.waiting[key] = Some(w);
         self.fds[fd as usize].queue(interest).push_back(key);
         key
     }
