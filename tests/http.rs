@@ -348,3 +348,49 @@ fn graceful_shutdown_finishes_the_request_in_flight_and_frees_the_port() {
         std::net::TcpListener::bind(addr).expect("the port is free after a graceful stop");
     });
 }
+
+/// Review finding (io_uring): a keep-alive client that closed right after reading its whole
+/// response made `serve_connection` fail with `IncompleteMessage` in up to a quarter of the
+/// connections: the flush waited for the send's completion, and hyper saw the client's EOF
+/// while it still counted the response as unflushed.
+#[test]
+fn a_clean_keep_alive_close_is_not_an_error() {
+    const CONNS: usize = 2000;
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients = std::thread::spawn(move || {
+            for _ in 0..CONNS {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                // Read the whole response (it ends with the 13-byte body), then close at once.
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !got.ends_with(b"Hello, World!") {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "the server closed early");
+                    got.extend_from_slice(&chunk[..n]);
+                }
+            }
+        });
+        let mut errors = Vec::new();
+        for _ in 0..CONNS {
+            let (stream, _) = listener.accept().await.unwrap();
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(Timer)
+                .serve_connection(Io::new(stream), hyper::service::service_fn(router))
+                .await;
+            if let Err(e) = served {
+                errors.push(e.to_string());
+            }
+        }
+        join(clients).await;
+        assert!(
+            errors.is_empty(),
+            "{} of {CONNS} connections failed: {:?}",
+            errors.len(),
+            errors.first()
+        );
+    });
+}

@@ -477,7 +477,12 @@ impl Driver {
         &mut self,
         key: usize,
         handler: OrphanHandler,
+        cancel: bool,
     ) -> Option<(OrphanHandler, Option<io::Result<u32>>)> {
+        if !cancel {
+            // Let it run to completion; the handler gets the result and frees the data.
+            return self.table.abandon(key, handler);
+        }
         if let Backend::Epoll(epoll) = &mut self.backend
             && self.table.via(key) == Via::Ready
             && epoll.withdraw(key)

@@ -11,9 +11,18 @@
 //!   but not yet handed out are put back in front of them ([`PollIo::give_back`]). The
 //!   adapter takes its turn with the stream's other reads (one receive in flight at a time).
 //! * Writes are accepted into the write buffer and sent in the background: `poll_write`
-//!   returns the count once the bytes are copied, the next `poll_write` (or `poll_flush`)
-//!   waits for that send to finish (sending the rest of a short send), and reports its error.
-//!   Vectored writes are gathered into one send.
+//!   returns the count once the bytes are copied and their send is submitted; the next
+//!   `poll_write` waits for that send to finish (sending the rest of a short send) and
+//!   reports its error. Vectored writes are gathered into one send.
+//! * `poll_flush` is ready once every accepted byte belongs to a send in flight: like a
+//!   write into a socket buffer, handing bytes to the kernel is the flush. (Waiting for the
+//!   completion instead made hyper see the client's EOF while it still counted the response
+//!   as unflushed, and report `IncompleteMessage` for a clean keep-alive close.) Every poll
+//!   of the adapter, reads included, drives the send in flight, so the rest of a short send
+//!   goes out even while hyper only waits to read; a send error is reported by the next
+//!   write, flush or shutdown. `poll_shutdown` waits for every send to complete.
+//! * Dropped with a send in flight, the adapter lets the send finish instead of cancelling
+//!   it (`Op::detach`), so a response written just before the drop is not cut.
 
 use std::io;
 use std::pin::Pin;
@@ -51,6 +60,8 @@ pub(crate) struct PollIo {
     send: Option<Op<Send<Slice<Vec<u8>>>>>,
     /// The write buffer, while no send uses it.
     wbuf: Vec<u8>,
+    /// The error of a send that completed while nobody was writing.
+    werr: Option<io::Error>,
     shutdown: Option<Op<Shutdown>>,
 }
 
@@ -64,6 +75,7 @@ impl PollIo {
             pos: 0,
             send: None,
             wbuf: Vec::new(),
+            werr: None,
             shutdown: None,
         }
     }
@@ -77,6 +89,8 @@ impl PollIo {
         max: usize,
         out: &mut dyn FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
+        // Keep the send in flight going (its completion wakes this task too).
+        let _ = self.drive_send(stream, cx);
         if max == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -141,7 +155,10 @@ impl PollIo {
         cx: &mut Context<'_>,
         bufs: &[&[u8]],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_flush(stream, cx))?;
+        ready!(self.drive_send(stream, cx));
+        if let Some(e) = self.werr.take() {
+            return Poll::Ready(Err(e));
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
             return Poll::Ready(Ok(0));
@@ -152,6 +169,8 @@ impl PollIo {
             buf.extend_from_slice(b);
         }
         self.start_send(stream, buf, 0)?;
+        // Poll it once: the completion then wakes this task, which drives the rest.
+        let _ = self.drive_send(stream, cx);
         Poll::Ready(Ok(total))
     }
 
@@ -169,34 +188,46 @@ impl PollIo {
         }
     }
 
-    /// Waits until every accepted byte has been sent.
-    pub(crate) fn poll_flush(
-        &mut self,
-        stream: &Stream,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    /// Collects the completion of the send in flight, submitting the rest of a short send;
+    /// an error is kept in `werr`. Ready once no send is in flight.
+    fn drive_send(&mut self, stream: &Stream, cx: &mut Context<'_>) -> Poll<()> {
         while let Some(send) = &mut self.send {
             let (r, done) = ready!(Pin::new(send).poll(cx));
             self.send = None;
             let (begin, end) = (done.buf.begin(), done.buf.end());
             let buf = done.buf.into_inner();
             match r {
+                Ok(0) if end > begin => {
+                    self.wbuf = buf;
+                    self.werr = Some(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "ringloop: sent 0 bytes",
+                    ));
+                }
                 Ok(n) if (n as usize) < end - begin => {
-                    if n == 0 {
-                        self.wbuf = buf;
-                        let e = io::Error::new(io::ErrorKind::WriteZero, "ringloop: sent 0 bytes");
-                        return Poll::Ready(Err(e));
+                    if let Err(e) = self.start_send(stream, buf, begin + n as usize) {
+                        self.werr = Some(e);
                     }
-                    self.start_send(stream, buf, begin + n as usize)?;
                 }
                 Ok(_) => self.wbuf = buf,
                 Err(e) => {
                     self.wbuf = buf;
-                    return Poll::Ready(Err(e));
+                    self.werr = Some(e);
                 }
             }
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(())
+    }
+
+    /// Ready once every accepted byte belongs to a send in flight (see the module docs);
+    /// reports the error of a send that failed.
+    pub(crate) fn poll_flush(
+        &mut self,
+        stream: &Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let _ = self.drive_send(stream, cx);
+        Poll::Ready(self.werr.take().map_or(Ok(()), Err))
     }
 
     /// Sends what was accepted, then shuts the write side down.
@@ -205,7 +236,10 @@ impl PollIo {
         stream: &Stream,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        ready!(self.poll_flush(stream, cx))?;
+        ready!(self.drive_send(stream, cx));
+        if let Some(e) = self.werr.take() {
+            return Poll::Ready(Err(e));
+        }
         if self.shutdown.is_none() {
             let op =
                 Op::submit(Shutdown::new(stream.sock.fd(), libc::SHUT_WR)).map_err(|(e, _)| e)?;
@@ -228,6 +262,10 @@ impl Drop for PollIo {
             for &b in self.chunk[self.pos..].iter().rev() {
                 s.leftover.push_front(b);
             }
+        }
+        // Bytes accepted by a write still go out.
+        if let Some(send) = self.send.take() {
+            send.detach();
         }
     }
 }

@@ -239,17 +239,31 @@ impl<T: OpCode, H: OnOrphan<T>> Future for Op<T, H> {
     }
 }
 
-impl<T: OpCode, H: OnOrphan<T>> Drop for Op<T, H> {
-    fn drop(&mut self) {
+impl<T: OpCode, H: OnOrphan<T>> Op<T, H> {
+    /// Lets the operation finish without its future, instead of cancelling it (a send whose
+    /// bytes must still go out when the stream that wrote them is dropped); its data is
+    /// freed, through the orphan handler, when it completes.
+    pub(crate) fn detach(mut self) {
+        self.give_up(false);
+    }
+
+    /// Hands the data to the driver's table; `cancel` asks the driver to stop the operation.
+    fn give_up(&mut self, cancel: bool) {
         let Some(data) = self.data.take() else {
             return;
         };
         let on_orphan = self.on_orphan.take().expect("set until the data is taken");
         let handler: super::OrphanHandler = Box::new(move |r| on_orphan.orphaned(r, data));
-        let ready = self.driver.borrow_mut().abandon(self.key, handler);
+        let ready = self.driver.borrow_mut().abandon(self.key, handler, cancel);
         if let Some((handler, result)) = ready {
             handler(result);
         }
+    }
+}
+
+impl<T: OpCode, H: OnOrphan<T>> Drop for Op<T, H> {
+    fn drop(&mut self) {
+        self.give_up(true);
     }
 }
 
