@@ -65,13 +65,19 @@ pub trait IoBuf: sealed::Sealed + 'static {
     where
         Self: Sized,
     {
+        // `n + 1` must not wrap (`..=usize::MAX` would become `..0`): it is out of bounds.
+        let past = |n: usize| {
+            n.checked_add(1).unwrap_or_else(|| {
+                panic!("ringloop: slice bound {n} + 1 out of bounds of a buffer")
+            })
+        };
         let begin = match range.start_bound() {
             Bound::Included(&n) => n,
-            Bound::Excluded(&n) => n + 1,
+            Bound::Excluded(&n) => past(n),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&n) => n + 1,
+            Bound::Included(&n) => past(n),
             Bound::Excluded(&n) => n,
             Bound::Unbounded => self.bytes_total(),
         };
@@ -254,6 +260,13 @@ impl<B: IoBufMut> IoBufMut for Slice<B> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn an_inclusive_bound_of_usize_max_panics_instead_of_wrapping() {
+        use super::IoBuf;
+        let _ = Vec::<u8>::with_capacity(8).slice(..=usize::MAX);
+    }
+
     use super::*;
 
     #[test]

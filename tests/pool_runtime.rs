@@ -97,7 +97,12 @@ fn closing_the_runtime_cancels_blocking_jobs_not_started() {
     let ran = Arc::new(AtomicUsize::new(0));
     let (first, queued) = rt.block_on(async {
         let r = ran.clone();
+        // Review finding: a 5 ms sleep stood in for "the first job has started", which a
+        // loaded machine did not always honour; wait for the job to say so.
+        let started = ringloop::Promise::<()>::new();
+        let signal = started.clone();
         let first = ringloop::spawn_blocking(move || {
+            signal.set_result(()).unwrap();
             std::thread::sleep(Duration::from_millis(30));
             r.fetch_add(1, Ordering::SeqCst);
         });
@@ -105,7 +110,7 @@ fn closing_the_runtime_cancels_blocking_jobs_not_started() {
         let queued = ringloop::spawn_blocking(move || {
             r.fetch_add(1, Ordering::SeqCst);
         });
-        ringloop::sleep(Duration::from_millis(5)).await;
+        started.wait().await.unwrap();
         (first, queued)
     });
     drop(rt);

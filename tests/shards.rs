@@ -397,3 +397,13 @@ fn run_from_a_shard_of_the_same_runtime_panics() {
         panic!("{msg}");
     }
 }
+
+#[test]
+fn the_sharded_runtime_is_send_and_sync_and_so_are_moved_streams() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ShardedRuntime>();
+    send_sync::<ringloop::ShardedBuilder>();
+    send::<ringloop::net::SendStream<TcpStream>>();
+    send::<ringloop::net::SendStream<ringloop::net::UnixStream>>();
+}

@@ -128,7 +128,7 @@ fn layers_only_use_the_layers_below() {
             "io/",
             &["crate::pool", "crate::spawn_blocking", "crate::shard"],
         ),
-        ("pool/", &["crate::shard"]),
+        ("pool/", &["crate::shard", "crate::hyper"]),
         (
             "fs/",
             &["crate::pool", "crate::spawn_blocking", "crate::shard"],

@@ -243,6 +243,7 @@ impl<T: OpCode, H: OnOrphan<T>> Op<T, H> {
     /// Lets the operation finish without its future, instead of cancelling it (a send whose
     /// bytes must still go out when the stream that wrote them is dropped); its data is
     /// freed, through the orphan handler, when it completes.
+    #[cfg(feature = "hyper")]
     pub(crate) fn detach(mut self) {
         self.give_up(false);
     }
