@@ -662,3 +662,24 @@ fn an_sqpoll_runtime_works_or_says_why_not() {
         }
     }
 }
+
+/// Review finding (issue 13): a `Runtime` kept in a `thread_local!` and dropped at thread exit
+/// aborted the process ("thread local panicked on drop"): closing it entered the driver's
+/// thread-local after that was destroyed.
+#[test]
+fn a_runtime_in_a_thread_local_is_dropped_at_thread_exit() {
+    thread_local! {
+        static RT: Runtime = Runtime::new().unwrap();
+    }
+    let t = std::thread::spawn(|| {
+        RT.with(|rt| {
+            rt.block_on(async {
+                // Work left behind for the close at thread exit: a task and a timer.
+                ringloop::spawn(async { ringloop::sleep(Duration::from_secs(3600)).await });
+                ringloop::io::nop().await.unwrap();
+            })
+        });
+    });
+    t.join()
+        .expect("the thread (and its runtime) ended normally");
+}

@@ -308,7 +308,10 @@ thread_local! {
 
 /// Installs `driver` as this thread's current driver; returns the previous one.
 pub(crate) fn set_current(driver: Option<DriverRef>) -> Option<DriverRef> {
-    CURRENT.with(|c| c.replace(driver))
+    // `try_with`: a runtime kept in a thread-local may be dropped at thread exit, after this
+    // slot is gone; it then closes without a current driver (its operations hold their own
+    // reference to it).
+    CURRENT.try_with(|c| c.replace(driver)).ok().flatten()
 }
 
 /// This thread's current driver, if a runtime runs on it.
@@ -323,9 +326,7 @@ pub(crate) fn try_current() -> Option<DriverRef> {
 ///
 /// Outside a running ringloop runtime.
 pub(crate) fn current() -> DriverRef {
-    CURRENT
-        .with(|c| c.borrow().clone())
-        .expect("ringloop: I/O operations must be started from inside a ringloop runtime")
+    try_current().expect("ringloop: I/O operations must be started from inside a ringloop runtime")
 }
 
 /// The value of `RINGLOOP_DRIVER`, if set: it overrides [`DriverKind::Auto`].

@@ -51,12 +51,17 @@ thread_local! {
 /// # std::io::Result::Ok(())
 /// ```
 pub fn shard_id() -> usize {
-    SHARD.with(|s| s.borrow().as_ref().map_or(0, |(id, _)| *id))
+    // `try_with`: also callable from destructors at thread exit.
+    SHARD
+        .try_with(|s| s.borrow().as_ref().map_or(0, |(id, _)| *id))
+        .unwrap_or(0)
 }
 
 /// How many shards the runtime this code runs on has: 1 outside a sharded runtime.
 pub fn shard_count() -> usize {
-    SHARD.with(|s| s.borrow().as_ref().map_or(1, |(_, set)| set.handles.len()))
+    SHARD
+        .try_with(|s| s.borrow().as_ref().map_or(1, |(_, set)| set.handles.len()))
+        .unwrap_or(1)
 }
 
 /// Runs `f` on shard `shard` of the sharded runtime this code runs on, and returns a
