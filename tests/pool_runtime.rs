@@ -413,3 +413,30 @@ fn handle_spawn_can_be_cancelled_while_running() {
         Some(std::thread::current().id())
     );
 }
+
+/// Review finding (issue 13): `cancel()` returned true while a `Handle::spawn` future ran, yet
+/// the result could still be `Ok` (the poll in progress completed it), and a second `cancel()`
+/// returned false. After a true `cancel()` the result is `Cancelled`, as in asyncio.
+#[test]
+fn a_true_cancel_while_running_always_means_cancelled() {
+    let rt = Runtime::new().unwrap();
+    let slot: Arc<std::sync::Mutex<Option<ringloop::PoolFuture<u32>>>> = Arc::default();
+    let own = Arc::clone(&slot);
+    let fut = rt.handle().spawn(async move {
+        // Cancel itself from inside its own poll, then finish with a value anyway.
+        let me = own.lock().unwrap().take().unwrap();
+        assert!(
+            me.cancel(),
+            "a running Handle::spawn future can be cancelled"
+        );
+        assert!(
+            me.cancel(),
+            "and a second cancel() says it is cancelled too"
+        );
+        7
+    });
+    slot.lock().unwrap().replace(fut.clone());
+    let result = rt.block_on(async { fut.clone().await });
+    assert_eq!(result, Err(PoolError::Cancelled));
+    assert!(fut.cancelled());
+}

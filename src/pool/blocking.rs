@@ -76,8 +76,10 @@ impl Handle {
     /// the loop; the `PoolFuture` can be waited on from a plain thread (`result(timeout)`)
     /// or awaited from any executor.
     ///
-    /// `cancel()` on the returned future succeeds only before the loop has started the
-    /// future (then it never runs). If the runtime is closed, the future fails with
+    /// `cancel()` on the returned future succeeds while the future has not finished: before
+    /// the loop starts it (then it never runs) or while it runs (its task is dropped at its
+    /// next await point); after a `cancel()` that returned true the result is always
+    /// [`PoolError::Cancelled`], as asyncio's. If the runtime is closed, the future fails with
     /// [`PoolError::Shutdown`]; if it closes while the future runs, with
     /// [`PoolError::Cancelled`]; a panic becomes [`PoolError::Panicked`].
     ///

@@ -99,6 +99,9 @@ struct Inner<T> {
     /// How to cancel the work once it runs, if it can be (a `Handle::spawn` future can; a
     /// pool job cannot, as in concurrent.futures).
     cancel_running: Option<Box<dyn FnOnce() + Send>>,
+    /// `cancel()` succeeded on running work: it finishes `Cancelled`, whatever it returns
+    /// (asyncio's rule: after a `cancel()` that returned true, the future is cancelled).
+    cancel_requested: bool,
 }
 
 /// What a [`Shared`] carries besides the completion state: the job's closure ([`JobCell`]),
@@ -175,6 +178,7 @@ impl<T, J: JobSlot> Shared<T, J> {
                 callbacks: Vec::new(),
                 watchers: Vec::new(),
                 cancel_running: None,
+                cancel_requested: false,
             }),
             cond: Condvar::new(),
             job,
@@ -233,12 +237,15 @@ impl<T> Shared<T> {
             }
             State::Running => match g.cancel_running.take() {
                 Some(cancel) => {
+                    g.cancel_requested = true;
                     drop(g);
-                    // The work reports Cancelled itself when it stops.
+                    // The work stops at its next await point; `complete` turns whatever it
+                    // reports into Cancelled.
                     cancel();
                     true
                 }
-                None => false,
+                // Cancelled already (a second `cancel()` says so too), or not cancellable.
+                None => g.cancel_requested,
             },
             State::Done(Err(PoolError::Cancelled)) => true,
             _ => false,
@@ -263,6 +270,13 @@ impl<T> Shared<T> {
     /// Stores the job's result and notifies everyone waiting for it.
     pub(crate) fn complete(this: &Arc<Self>, result: Result<T, PoolError>) {
         let g = lock(&this.inner);
+        // Decided under the same lock as `cancel`: a true `cancel()` means Cancelled even if
+        // the work finished in the same instant.
+        let result = if g.cancel_requested {
+            Err(PoolError::Cancelled)
+        } else {
+            result
+        };
         Self::finish(this, g, result);
     }
 
