@@ -299,8 +299,9 @@ unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
 /// `ptr` is the header of a `TaskCell<F>` whose last reference was just released.
 unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract: nobody else refers to the cell.
-    let cell = unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) };
-    if matches!(unsafe_stage_ref(&cell.stage), Stage::Consumed) {
+    let mut cell = unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) };
+    // The box owns the cell: `get_mut` reads the stage without any unsafe precondition.
+    if matches!(cell.stage.get_mut(), Stage::Consumed) {
         drop(cell);
     } else {
         // The future or output is still here, so the loop that owned it never cleaned up (a
@@ -308,11 +309,6 @@ unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
         // data on the wrong thread.
         std::mem::forget(cell);
     }
-}
-
-fn unsafe_stage_ref<F: Future>(stage: &UnsafeCell<Stage<F>>) -> &Stage<F> {
-    // SAFETY: called only from `dealloc`, which owns the cell exclusively.
-    unsafe { &*stage.get() }
 }
 
 /// An owned reference to a task cell.
