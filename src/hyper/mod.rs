@@ -46,7 +46,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::net::poll_io::PollIo;
@@ -187,6 +186,11 @@ where
 
 /// hyper's `rt::Timer` on the loop's timers (`ringloop::sleep_until`), so hyper's
 /// `header_read_timeout`, keep-alive and HTTP/2 ping timers work.
+///
+/// # Panics
+///
+/// A sleep it makes panics when polled outside a ringloop runtime, as `ringloop::sleep`
+/// does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timer;
 
@@ -199,61 +203,20 @@ impl hyper::rt::Timer for Timer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep {
-            deadline,
-            thread: std::thread::current().id(),
-            inner: None,
-        })
+        Box::pin(Sleep(crate::sleep_until(deadline)))
     }
 }
 
-/// A hyper `Sleep`: ringloop's `Sleep`, made on the first poll.
-///
-/// # Invariant
-///
-/// `inner` (a `!Send` loop timer) is created, polled and dropped only on `thread`, the
-/// thread that made this value: `poll` panics elsewhere, and `Drop` elsewhere leaks `inner`
-/// instead of touching it. hyper, driven by `LocalExec` on one loop, never moves a sleep
-/// across threads; the check makes the `Send + Sync` hyper asks for sound anyway.
-struct Sleep {
-    deadline: Instant,
-    thread: ThreadId,
-    inner: Option<crate::Sleep>,
-}
-
-// SAFETY: the only !Send / !Sync field, `inner`, is touched only on `thread` (see the type's
-// invariant); `deadline` and `thread` are plain values.
-unsafe impl Send for Sleep {}
-// SAFETY: as above; `&Sleep` gives access to nothing but plain values.
-unsafe impl Sync for Sleep {}
+/// A hyper `Sleep`: ringloop's `Sleep`, which is already `Send + Sync` (a deadline and the key
+/// of its timer; keys are unique across loops, so a sleep touched on another loop finds no
+/// timer of its own there and does nothing).
+struct Sleep(crate::Sleep);
 
 impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        assert_eq!(
-            std::thread::current().id(),
-            this.thread,
-            "ringloop::hyper::Timer: a sleep was polled on another thread than the loop that \
-             made it; use LocalExec so hyper's futures stay on their loop"
-        );
-        let deadline = this.deadline;
-        let inner = this
-            .inner
-            .get_or_insert_with(|| crate::sleep_until(deadline));
-        Pin::new(inner).poll(cx)
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if std::thread::current().id() != self.thread
-            && let Some(inner) = self.inner.take()
-        {
-            // Not on its loop's thread: never touch the loop timer here.
-            std::mem::forget(inner);
-        }
+        Pin::new(&mut self.get_mut().0).poll(cx)
     }
 }
 

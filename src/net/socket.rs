@@ -51,11 +51,21 @@ impl Socket {
     }
 
     /// Gives the fd up (for a conversion into a std socket).
-    pub(crate) fn into_fd(mut self) -> OwnedFd {
+    ///
+    /// # Panics
+    ///
+    /// If a cancelled operation still holds the fd and duplicating it fails (`EMFILE`); see
+    /// [`Socket::try_into_fd`].
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.try_into_fd()
+            .expect("ringloop: cannot duplicate a socket's fd for the std conversion")
+    }
+
+    /// Gives the fd up; if operations still in flight (cancelled ones awaiting their
+    /// completion) share it, hands out a duplicate, and the original closes after them.
+    pub(crate) fn try_into_fd(mut self) -> std::io::Result<OwnedFd> {
         let fd = self.fd.take().expect("socket is open");
-        // Operations still in flight (cancelled ones awaiting their completion) share the fd:
-        // hand out a duplicate then, and the original closes after them.
-        Fd::into_owned(fd).expect("ringloop: cannot duplicate a socket's fd for the std conversion")
+        Fd::into_owned(fd)
     }
 
     /// A borrowed socket2 view of this socket, for the option and address calls.

@@ -112,7 +112,7 @@ impl Stream {
         let Stream { sock, reads } = self;
         let mut reads = reads.borrow_mut();
         Ok(Moved {
-            fd: sock.into_fd(),
+            fd: sock.try_into_fd()?,
             leftover: std::mem::take(&mut reads.leftover),
             eof: reads.eof,
             error: reads.error.take(),

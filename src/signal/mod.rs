@@ -23,8 +23,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::driver::fd::{Fd, SharedFd};
 use crate::driver::op::Op;
@@ -108,6 +108,18 @@ fn install(signum: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// A taken listener slot; dropping the last reference frees it. A read cancelled with its
+/// `Signal` may still be armed in the kernel on the slot's eventfd: it holds a reference, so
+/// the slot is not handed to a new listener, whose deliveries that stale read could consume.
+#[derive(Debug)]
+struct SlotLease(usize);
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        SLOT_TAKEN[self.0].store(false, Ordering::Relaxed);
+    }
+}
+
 /// Takes a free listener slot, creating its eventfd on first use.
 fn take_slot() -> io::Result<(usize, RawFd)> {
     for (i, taken) in SLOT_TAKEN.iter().enumerate() {
@@ -117,8 +129,10 @@ fn take_slot() -> io::Result<(usize, RawFd)> {
         taken.store(true, Ordering::Relaxed);
         let mut fd = SLOT_FDS[i].load(Ordering::SeqCst);
         if fd < 0 {
-            // Blocking (no EFD_NONBLOCK): io_uring reads it by arming a poll, and the epoll
-            // driver makes its own duplicate's description non-blocking when it registers it.
+            // Created blocking (no EFD_NONBLOCK): io_uring reads it by arming a poll. The epoll
+            // driver makes a listener's duplicate non-blocking when it registers it, which
+            // changes this eventfd too (they share one open file description): harmless,
+            // since the handler's 8-byte writes never fill the counter.
             // SAFETY: eventfd has no memory preconditions; the result is checked.
             fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if fd < 0 {
@@ -151,7 +165,8 @@ fn take_slot() -> io::Result<(usize, RawFd)> {
 /// ```
 pub struct Signal {
     signum: libc::c_int,
-    slot: usize,
+    /// The slot, freed when the last holder (this, or a read of it still in flight) goes.
+    slot: Arc<SlotLease>,
     /// A duplicate of the slot's eventfd, for the driver (it may make it non-blocking and
     /// register it; dropping it closes only the duplicate).
     fd: SharedFd,
@@ -182,7 +197,7 @@ impl Signal {
         let fd = Fd::new(unsafe { OwnedFd::from_raw_fd(dup) });
         Ok(Signal {
             signum,
-            slot,
+            slot: Arc::new(SlotLease(slot)),
             fd,
             seen: DELIVERED[signum as usize].load(Ordering::SeqCst),
         })
@@ -214,7 +229,8 @@ impl Signal {
             }
             // The handler counts first, then writes the eventfd: a delivery after the load
             // above leaves the counter non-zero, so this read completes at once.
-            let read = Op::submit(EventRead::new(&self.fd)).map_err(|(e, _)| e)?;
+            let read = Op::submit(EventRead::new(&self.fd, Arc::clone(&self.slot)));
+            let read = read.map_err(|(e, _)| e)?;
             read.await.0?;
         }
     }
@@ -227,7 +243,7 @@ impl Drop for Signal {
         {
             driver.forget_fd(&self.fd);
         }
-        SLOT_TAKEN[self.slot].store(false, Ordering::Relaxed);
+        // The slot is freed by the last `SlotLease`, here or in a read still in flight.
     }
 }
 

@@ -8,26 +8,29 @@ use io_uring::{opcode, squeue, types};
 use super::{Interest, OpCode, Plan, Syscall};
 use crate::driver::fd::SharedFd;
 
-/// Reads (and so resets) an eventfd's counter; the result is 8.
+/// Reads (and so resets) an eventfd's counter; the result is 8. `K` is kept alive with the
+/// operation, until its completion (a signal listener's slot lease).
 #[derive(Debug)]
-pub(crate) struct EventRead {
+pub(crate) struct EventRead<K: 'static> {
     fd: SharedFd,
     /// Where the counter lands; boxed so its address survives moves of the op.
     buf: Box<u64>,
+    _keep: K,
 }
 
-impl EventRead {
-    pub(crate) fn new(fd: &SharedFd) -> EventRead {
+impl<K: 'static> EventRead<K> {
+    pub(crate) fn new(fd: &SharedFd, keep: K) -> EventRead<K> {
         EventRead {
             fd: fd.clone(),
             buf: Box::new(0),
+            _keep: keep,
         }
     }
 }
 
 // SAFETY: the only pointer is the op's boxed counter, 8 bytes, which stays put when the op
 // moves; the `SharedFd` keeps the descriptor open.
-unsafe impl OpCode for EventRead {
+unsafe impl<K: 'static> OpCode for EventRead<K> {
     const CODE: u8 = opcode::Read::CODE;
 
     fn sqe(&mut self) -> squeue::Entry {
