@@ -399,7 +399,8 @@ impl Driver {
     ) -> io::Result<usize> {
         match &mut self.backend {
             Backend::Uring(ring) if ring.supports(T::CODE) => {
-                ring.submit(&mut self.table, op.sqe(), timeout)
+                let all = op.send_all();
+                ring.submit(&mut self.table, op.sqe(), timeout, all)
             }
             // The kernel's ring lacks the opcode (the probe said so): run the syscall without
             // it. Sockets are blocking descriptors under io_uring, so a readiness plan runs
@@ -415,25 +416,42 @@ impl Driver {
                 | Plan::Blocking(call) => Ok(self.submit_blocking(call)),
                 plan => Ok(self.submit_local(plan)),
             },
-            Backend::Epoll(epoll) => match op.plan() {
-                Plan::Ready {
-                    fd,
-                    interest,
-                    call,
-                    full,
-                } => epoll.submit_ready(&mut self.table, fd, interest, call, full, timeout),
-                Plan::File { fd, interest, call } if epoll.has_readiness(fd)? => {
-                    epoll.submit_ready(&mut self.table, fd, interest, call, None, timeout)
+            Backend::Epoll(epoll) => {
+                let all = op.send_all();
+                match op.plan() {
+                    Plan::Ready {
+                        fd,
+                        interest,
+                        call,
+                        full,
+                    } => {
+                        let ready = epoll::Ready {
+                            interest,
+                            call,
+                            full,
+                            all,
+                        };
+                        epoll.submit_ready(&mut self.table, fd, ready, timeout)
+                    }
+                    Plan::File { fd, interest, call } if epoll.has_readiness(fd)? => {
+                        let ready = epoll::Ready {
+                            interest,
+                            call,
+                            full: None,
+                            all: None,
+                        };
+                        epoll.submit_ready(&mut self.table, fd, ready, timeout)
+                    }
+                    _ if timeout.is_some() => Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "ringloop: only readiness operations take a time limit",
+                    )),
+                    Plan::File { call, .. } => Ok(self.submit_blocking(call)),
+                    Plan::Connect { fd, call } => epoll.submit_connect(&mut self.table, fd, call),
+                    Plan::Blocking(call) => Ok(self.submit_blocking(call)),
+                    plan => Ok(self.submit_local(plan)),
                 }
-                _ if timeout.is_some() => Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "ringloop: only readiness operations take a time limit",
-                )),
-                Plan::File { call, .. } => Ok(self.submit_blocking(call)),
-                Plan::Connect { fd, call } => epoll.submit_connect(&mut self.table, fd, call),
-                Plan::Blocking(call) => Ok(self.submit_blocking(call)),
-                plan => Ok(self.submit_local(plan)),
-            },
+            }
         }
     }
 

@@ -443,3 +443,33 @@ fn multishot_accept_exists_only_where_the_probe_says() {
         }
     });
 }
+
+#[test]
+fn a_send_all_goes_out_whole_across_short_sends_without_being_polled() {
+    each_driver(|driver| {
+        let (a, b) = socketpair(libc::SOCK_STREAM);
+        let data: Vec<u8> = (0..8usize << 20).map(|i| (i % 251) as u8).collect();
+        // Far more than the socket buffer: the kernel takes it in several short sends, and the
+        // driver sends each rest itself; the send's future is not polled meanwhile.
+        let send = Op::submit(net::Send::stream_all(&a, data.clone()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let mut got = Vec::with_capacity(data.len());
+        while got.len() < data.len() {
+            let (r, recv) = run(driver, net::Recv::stream(&b, Vec::with_capacity(1 << 16)));
+            let n = r.unwrap() as usize;
+            assert!(n > 0, "end of stream after {} bytes", got.len());
+            let mut buf = recv.buf;
+            // SAFETY: the kernel wrote n bytes at the start of the buffer.
+            unsafe { crate::buf::IoBufMut::set_init(&mut buf, n) };
+            got.extend_from_slice(&buf);
+        }
+        let (r, _) = block_on(driver, send);
+        assert_eq!(
+            r.unwrap() as usize,
+            data.len(),
+            "one completion for the whole send"
+        );
+        assert!(got == data, "the bytes arrived whole and in order");
+    });
+}

@@ -17,10 +17,10 @@
 //! * `poll_flush` is ready once every accepted byte belongs to a send in flight: like a
 //!   write into a socket buffer, handing bytes to the kernel is the flush. (Waiting for the
 //!   completion instead made hyper see the client's EOF while it still counted the response
-//!   as unflushed, and report `IncompleteMessage` for a clean keep-alive close.) Every poll
-//!   of the adapter, reads included, drives the send in flight, so the rest of a short send
-//!   goes out even while hyper only waits to read; a send error is reported by the next
-//!   write, flush or shutdown. `poll_shutdown` waits for every send to complete.
+//!   as unflushed, and report `IncompleteMessage` for a clean keep-alive close.) The send is
+//!   a send-all (`Send::stream_all`): the driver itself sends the rest of a short send, so
+//!   the bytes go out whole whether or not anybody polls the adapter again; a send error is
+//!   reported by the next write, flush or shutdown. `poll_shutdown` waits for the send.
 //! * Dropped with a send in flight, the adapter lets the send finish instead of cancelling
 //!   it (`Op::detach`), so a response written just before the drop is not cut.
 
@@ -89,8 +89,6 @@ impl PollIo {
         max: usize,
         out: &mut dyn FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
-        // Keep the send in flight going (its completion wakes this task too).
-        let _ = self.drive_send(stream, cx);
         if max == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -169,14 +167,12 @@ impl PollIo {
             buf.extend_from_slice(b);
         }
         self.start_send(stream, buf, 0)?;
-        // Poll it once: the completion then wakes this task, which drives the rest.
-        let _ = self.drive_send(stream, cx);
         Poll::Ready(Ok(total))
     }
 
     fn start_send(&mut self, stream: &Stream, buf: Vec<u8>, from: usize) -> io::Result<()> {
         let end = buf.len();
-        match Op::submit(Send::stream(stream.sock.fd(), buf.slice(from..end))) {
+        match Op::submit(Send::stream_all(stream.sock.fd(), buf.slice(from..end))) {
             Ok(send) => {
                 self.send = Some(send);
                 Ok(())
@@ -188,8 +184,9 @@ impl PollIo {
         }
     }
 
-    /// Collects the completion of the send in flight, submitting the rest of a short send;
-    /// an error is kept in `werr`. Ready once no send is in flight.
+    /// Collects the completion of the send in flight (a send-all: short only when an error
+    /// followed some bytes, and then the rest is tried once more to get that error); an error
+    /// is kept in `werr`. Ready once no send is in flight.
     fn drive_send(&mut self, stream: &Stream, cx: &mut Context<'_>) -> Poll<()> {
         while let Some(send) = &mut self.send {
             let (r, done) = ready!(Pin::new(send).poll(cx));

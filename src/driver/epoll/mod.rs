@@ -32,7 +32,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest as MioInterest, Poll, Token};
 
 use super::fd::Fd;
-use super::op::{Interest, Syscall};
+use super::op::{Interest, SendAll, Syscall};
 use super::{Lifecycle, Notifier, TIMED_OUT, Table, Via};
 
 const NOTIFY_TOKEN: Token = Token(usize::MAX);
@@ -103,6 +103,17 @@ impl FdState {
     }
 }
 
+/// What a readiness operation asks of the epoll backend (from its `Plan::Ready`).
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) interest: Interest,
+    pub(crate) call: Syscall,
+    /// See `Plan::Ready::full`.
+    pub(crate) full: Option<usize>,
+    /// A send to complete in full (see `OpCode::send_all`).
+    pub(crate) all: Option<SendAll>,
+}
+
 /// An operation waiting for readiness.
 #[derive(Debug)]
 struct Waiting {
@@ -111,6 +122,9 @@ struct Waiting {
     call: Syscall,
     /// See `Plan::Ready::full`.
     full: Option<usize>,
+    /// A send to complete in full, and how much of it is sent.
+    all: Option<SendAll>,
+    sent: usize,
     /// A connect in progress: on writability, its result is `SO_ERROR`.
     connect: bool,
     deadline: Option<Instant>,
@@ -264,31 +278,27 @@ impl Epoll {
         &mut self,
         table: &mut Table,
         fd: &Fd,
-        interest: Interest,
-        call: Syscall,
-        full: Option<usize>,
+        ready: Ready,
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         let raw = self.register(fd)?;
-        let state = &mut self.fds[raw as usize];
-        if state.ready & bit(interest) != 0 && state.queue(interest).is_empty() {
-            // SAFETY: the operation that built the syscall is alive: it is being submitted.
-            match unsafe { run(call) } {
-                Some(res) => {
-                    state.note(interest, res, full);
-                    return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false));
-                }
-                None => state.ready &= !bit(interest),
-            }
-        }
-        let w = Waiting {
+        let mut w = Waiting {
             fd: raw,
-            interest,
-            call,
-            full,
+            interest: ready.interest,
+            call: ready.call,
+            full: ready.full,
+            all: ready.all,
+            sent: 0,
             connect: false,
             deadline: None,
         };
+        let state = &mut self.fds[raw as usize];
+        if state.ready & bit(w.interest) != 0 && state.queue(w.interest).is_empty() {
+            // SAFETY: the operation that built the syscall is alive: it is being submitted.
+            if let Some(res) = unsafe { attempt(state, &mut w) } {
+                return Ok(table.insert(Lifecycle::Completed(res), Via::Local, false));
+            }
+        }
         Ok(self.wait(table, w, timeout))
     }
 
@@ -311,6 +321,8 @@ impl Epoll {
             interest: Interest::Write,
             call,
             full: None,
+            all: None,
+            sent: 0,
             connect: true,
             deadline: None,
         };
@@ -362,23 +374,13 @@ impl Epoll {
                 return;
             };
             let w = self.waiting[key]
-                .as_ref()
+                .as_mut()
                 .expect("a queued operation is waiting");
             // SAFETY: a waiting operation is alive (its Op, or the table entry, owns it).
-            let res = unsafe {
-                if w.connect {
-                    connect_result(w.fd)
-                } else {
-                    run(w.call)
-                }
-            };
-            let full = w.full;
-            let Some(res) = res else {
-                self.fds[fd].ready &= !bit(interest);
+            let Some(res) = (unsafe { attempt(state, w) }) else {
                 return;
             };
-            self.fds[fd].note(interest, res, full);
-            self.fds[fd].queue(interest).pop_front();
+            state.queue(interest).pop_front();
             let w = self.waiting[key].take().expect("checked above");
             if let Some(d) = w.deadline {
                 self.deadlines.remove(&(d, key));
@@ -523,6 +525,47 @@ impl Epoll {
         self.timer_armed = Some(deadline);
         Ok(())
     }
+}
+
+/// Runs `w`'s syscall once on a descriptor believed ready: `Some(result)` when the operation
+/// completed, `None` when it must wait for the next edge (`EAGAIN`, a connect still under
+/// way, or a send-all with bytes left after a short send: it goes on from there).
+///
+/// # Safety
+///
+/// The operation `w` belongs to is alive.
+unsafe fn attempt(state: &mut FdState, w: &mut Waiting) -> Option<i32> {
+    // SAFETY: forwarded from this function's contract.
+    let res = unsafe {
+        if w.connect {
+            connect_result(w.fd)
+        } else {
+            run(w.call)
+        }
+    };
+    let Some(res) = res else {
+        state.ready &= !bit(w.interest);
+        return None;
+    };
+    if let Some(all) = w.all {
+        if res > 0 {
+            w.sent += res as usize;
+            if w.sent < all.len {
+                // A short send: the socket buffer is full; the rest goes on the next edge.
+                w.call = all.syscall_from(w.sent);
+                state.ready &= !bit(w.interest);
+                return None;
+            }
+        }
+        // All sent; or an error (or 0) after some bytes went out: report those, and the next
+        // send reports the error.
+        if res >= 0 || w.sent > 0 {
+            return Some(w.sent as i32);
+        }
+        return Some(res);
+    }
+    state.note(w.interest, res, w.full);
+    Some(res)
 }
 
 /// Runs a non-blocking syscall: `None` for `EAGAIN` (wait for readiness). `EINTR` is retried.

@@ -48,6 +48,43 @@ pub(crate) unsafe trait OpCode: 'static {
 
     /// How to run without the ring.
     fn plan(&mut self) -> Plan<'_>;
+
+    /// For a stream send that must go out whole: the driver sends the rest of a short send
+    /// itself and completes with the total (or the first error). `None` for every other
+    /// operation.
+    fn send_all(&mut self) -> Option<SendAll> {
+        None
+    }
+}
+
+/// The bytes of a send the driver completes in full (see [`OpCode::send_all`]).
+///
+/// # Invariant
+///
+/// `ptr..ptr + len` is memory the operation owns and keeps in place while it lives (the
+/// `OpCode` contract), so the driver may send any part of it until the completion.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendAll {
+    pub(crate) fd: std::os::fd::RawFd,
+    pub(crate) ptr: usize,
+    pub(crate) len: usize,
+}
+
+impl SendAll {
+    /// The `sendto` of the bytes from `sent` on.
+    pub(crate) fn syscall_from(&self, sent: usize) -> Syscall {
+        Syscall::new(
+            libc::SYS_sendto,
+            &[
+                self.fd as usize,
+                self.ptr + sent,
+                self.len - sent,
+                libc::MSG_NOSIGNAL as usize,
+                0,
+                0,
+            ],
+        )
+    }
 }
 
 /// How an operation runs where no ring runs it.

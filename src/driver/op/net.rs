@@ -247,6 +247,8 @@ pub(crate) struct Send<B> {
     pub(crate) buf: B,
     /// On a byte stream: a short send means the socket buffer is full.
     stream: bool,
+    /// The driver sends the rest of a short send itself (see `OpCode::send_all`).
+    all: bool,
 }
 
 impl<B: IoBuf> Send<B> {
@@ -256,6 +258,17 @@ impl<B: IoBuf> Send<B> {
             fd: fd.clone(),
             buf,
             stream: false,
+            all: false,
+        }
+    }
+
+    /// A send on a byte stream that completes only once every byte is sent (or fails): for
+    /// writers that report bytes as written before the send completes.
+    #[cfg(any(test, feature = "hyper"))]
+    pub(crate) fn stream_all(fd: &SharedFd, buf: B) -> Send<B> {
+        Send {
+            all: true,
+            ..Send::stream(fd, buf)
         }
     }
 
@@ -301,6 +314,14 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
             call,
             full: self.stream.then(|| self.buf.bytes_init()),
         }
+    }
+
+    fn send_all(&mut self) -> Option<super::SendAll> {
+        self.all.then(|| super::SendAll {
+            fd: self.fd.as_raw_fd(),
+            ptr: self.buf.stable_ptr() as usize,
+            len: self.buf.bytes_init(),
+        })
     }
 }
 

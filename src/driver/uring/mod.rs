@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use super::op::SendAll;
 use super::{
     DriverConfig, Entry, Lifecycle, MultishotEvent, MultishotHandler, Notifier, TIMED_OUT, Table,
     Via,
@@ -38,6 +39,8 @@ pub(crate) struct Uring {
     /// The timespecs of linked timeouts, by key, kept until the operation's CQE (the kernel
     /// reads one when it consumes the SQE).
     timespecs: Vec<Option<Box<types::Timespec>>>,
+    /// Sends to complete in full (`OpCode::send_all`), by key, with the bytes sent so far.
+    send_all: Vec<Option<(SendAll, usize)>>,
 }
 
 /// A timespec for the kernel, which reads a signed `tv_sec`: clamped so that `Duration::MAX`
@@ -58,6 +61,7 @@ impl Uring {
             notify_buf: Box::new(0),
             notify_armed: false,
             timespecs: Vec::new(),
+            send_all: Vec::new(),
         })
     }
 
@@ -73,6 +77,7 @@ impl Uring {
         table: &mut Table,
         sqe: squeue::Entry,
         timeout: Option<Duration>,
+        all: Option<SendAll>,
     ) -> io::Result<usize> {
         let Some(timeout) = timeout else {
             let key = table.insert(Lifecycle::Submitted, Via::Ring, false);
@@ -81,6 +86,12 @@ impl Uring {
             if let Err(e) = unsafe { self.push(table, sqe.user_data(key as u64)) } {
                 table.ops.remove(key);
                 return Err(e);
+            }
+            if let Some(all) = all {
+                if self.send_all.len() <= key {
+                    self.send_all.resize_with(key + 1, || None);
+                }
+                self.send_all[key] = Some((all, 0));
             }
             return Ok(key);
         };
@@ -283,6 +294,28 @@ impl Uring {
 
     /// Moves every available CQE into the table.
     fn reap(&mut self, table: &mut Table) {
+        let mut resend = Vec::new();
+        self.reap_into(table, &mut resend);
+        // The rest of short sends that must go out whole, with the same key.
+        for (key, all, sent) in resend {
+            let sqe = opcode::Send::new(
+                types::Fd(all.fd),
+                (all.ptr + sent) as *const u8,
+                (all.len - sent).min(u32::MAX as usize) as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(key as u64);
+            // SAFETY: the bytes belong to the send's operation, which its `Op` or the table
+            // entry keeps alive until this key's final CQE (the `SendAll` invariant).
+            if unsafe { self.push(table, sqe) }.is_err() {
+                self.send_all[key] = None;
+                table.complete(key, sent as i32);
+            }
+        }
+    }
+
+    fn reap_into(&mut self, table: &mut Table, resend: &mut Vec<(usize, SendAll, usize)>) {
         loop {
             let mut cq = self.ring.completion();
             cq.sync();
@@ -308,6 +341,21 @@ impl Uring {
                             continue;
                         }
                         let mut raw = cqe.result();
+                        if let Some(Some((all, sent))) = self.send_all.get_mut(key) {
+                            if raw > 0 && *sent + (raw as usize) < all.len {
+                                *sent += raw as usize;
+                                resend.push((key, *all, *sent));
+                                continue;
+                            }
+                            // All sent; or an error after some bytes went out: report
+                            // those, and the next send reports the error.
+                            if raw >= 0 {
+                                raw += *sent as i32;
+                            } else if *sent > 0 {
+                                raw = *sent as i32;
+                            }
+                            self.send_all[key] = None;
+                        }
                         if table.is_timed(key) {
                             // A linked timeout that fired cancels its operation: ECANCELED.
                             if raw == -libc::ECANCELED {
