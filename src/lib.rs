@@ -48,6 +48,7 @@ pub mod pool;
 mod runtime;
 mod shard;
 pub mod signal;
+mod sync;
 
 pub use driver::DriverKind;
 pub use future::{

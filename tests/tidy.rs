@@ -101,6 +101,7 @@ fn layers_only_use_the_layers_below() {
     // Layer order (DESIGN.md): buf -> driver -> runtime -> future -> io/fs/net -> pool -> shard.
     let forbidden: &[(&str, &[&str])] = &[
         ("buf.rs", &["crate::"]),
+        ("sync.rs", &["crate::"]),
         (
             "driver/",
             &[

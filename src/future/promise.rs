@@ -6,7 +6,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 /// Error of a [`Promise`] that is not (successfully) done.
@@ -169,7 +169,7 @@ impl<T> Promise<T> {
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
         // State changes under the lock cannot panic half-way, so a poisoned
         // lock (a panic elsewhere while holding it) is still consistent.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     /// Moves a pending promise to `state`, then wakes the waiters and runs

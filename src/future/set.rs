@@ -14,7 +14,7 @@
 use std::mem;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// State shared between the parent and every child waker. `Send + Sync`, so
@@ -37,7 +37,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, ReadyList> {
         // Nothing inside the lock can panic half-way through an update that
         // matters (pushes and swaps), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 }
 

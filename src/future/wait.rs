@@ -117,7 +117,7 @@ impl Wake for ItemWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let waker = {
-            let mut inner = self.list.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = crate::sync::lock(&self.list.inner);
             inner.0.push(self.index);
             inner.1.clone()
         };
@@ -163,7 +163,7 @@ impl Waiting {
 
     fn poll<W: Waitable>(&mut self, items: &[W], cx: &mut Context<'_>) -> Poll<()> {
         let woken = {
-            let mut inner = self.ready.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = crate::sync::lock(&self.ready.inner);
             match &inner.1 {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => inner.1 = Some(cx.waker().clone()),

@@ -174,7 +174,7 @@ impl CancelSignal {
     fn raise(&self) {
         self.raised
             .store(true, std::sync::atomic::Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let waker = crate::sync::lock(&self.waker).take();
         if let Some(w) = waker {
             w.wake();
         }
@@ -185,7 +185,7 @@ impl CancelSignal {
         if self.raised.load(std::sync::atomic::Ordering::Acquire) {
             return true;
         }
-        let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = crate::sync::lock(&self.waker);
         match &*slot {
             Some(w) if w.will_wake(waker) => {}
             _ => *slot = Some(waker.clone()),

@@ -154,10 +154,7 @@ pub(crate) struct Shared<T, J: ?Sized + JobSlot = dyn JobSlot> {
     pub(crate) job: J,
 }
 
-/// Locks a mutex, ignoring poisoning: no user code ever runs while these locks are held.
-pub(crate) fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 fn outcome_of<T>(state: &State<T>) -> Option<Outcome> {
     match state {

@@ -184,7 +184,7 @@ impl Signal {
     /// error if more than 256 listeners are alive.
     pub fn new(signum: libc::c_int) -> io::Result<Signal> {
         check(signum)?;
-        let _guard = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = crate::sync::lock(&SLOTS_LOCK);
         install(signum)?;
         let (slot, raw) = take_slot()?;
         // SAFETY: F_DUPFD_CLOEXEC on an open eventfd returns a new descriptor we own.
