@@ -147,11 +147,11 @@ impl PollIo {
 
     /// Accepts the bytes of `bufs` (gathered into one send); first waits for the previous
     /// send and reports its error.
-    pub(crate) fn poll_write(
+    pub(crate) fn poll_write<B: std::ops::Deref<Target = [u8]>>(
         &mut self,
         stream: &Stream,
         cx: &mut Context<'_>,
-        bufs: &[&[u8]],
+        bufs: &[B],
     ) -> Poll<io::Result<usize>> {
         ready!(self.drive_send(stream, cx));
         if let Some(e) = self.werr.take() {
@@ -164,7 +164,7 @@ impl PollIo {
         let mut buf = std::mem::take(&mut self.wbuf);
         buf.clear();
         for b in bufs {
-            buf.extend_from_slice(b);
+            buf.extend_from_slice(&b[..]);
         }
         self.start_send(stream, buf, 0)?;
         Poll::Ready(Ok(total))
