@@ -1086,3 +1086,29 @@ fn two_jobs_shutting_down_their_pool_do_not_deadlock() {
         assert_eq!(f.result(Some(Duration::from_secs(10))), Ok(()));
     }
 }
+
+/// Review finding (issue 13): `result()` clones the value under the future's lock, and a
+/// `Clone` impl that asked the same future `done()` deadlocked. The status queries no longer
+/// take that lock.
+#[test]
+fn a_clone_that_asks_its_own_future_about_its_state_does_not_deadlock() {
+    type Slot = Arc<Mutex<Option<ringloop::PoolFuture<Probe>>>>;
+    struct Probe(Slot);
+    impl Clone for Probe {
+        fn clone(&self) -> Probe {
+            let slot = self.0.lock().unwrap();
+            let fut = slot.as_ref().expect("the test put the future here");
+            assert!(fut.done() && !fut.running() && !fut.cancelled());
+            Probe(Arc::clone(&self.0))
+        }
+    }
+    let pool = ThreadPool::new(1);
+    let slot: Slot = Arc::default();
+    let inner = Arc::clone(&slot);
+    let fut = pool.submit(move || Probe(inner));
+    *slot.lock().unwrap() = Some(fut.clone());
+    let probe = fut.result(None).unwrap();
+    assert!(Arc::ptr_eq(&probe.0, &slot));
+    // Break the cycle (the future holds the value, the value holds the future).
+    slot.lock().unwrap().take();
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -151,7 +151,28 @@ impl<F: Send> JobSlot for JobCell<F> {}
 pub(crate) struct Shared<T, J: ?Sized + JobSlot = dyn JobSlot> {
     inner: Mutex<Inner<T>>,
     cond: Condvar,
+    /// A copy of where `inner.state` is (the `STATUS_*` values), written under the lock at
+    /// every transition and read without it by `done()`, `running()` and `cancelled()`, so
+    /// those never wait for the lock: a `Clone` of `T` run by `result()` under the lock (user
+    /// code) may call them on the same future without deadlocking.
+    status: AtomicU8,
     pub(crate) job: J,
+}
+
+const STATUS_PENDING: u8 = 0;
+const STATUS_RUNNING: u8 = 1;
+const STATUS_OK: u8 = 2;
+const STATUS_CANCELLED: u8 = 3;
+const STATUS_FAILED: u8 = 4;
+
+fn status_of<T>(state: &State<T>) -> u8 {
+    match state {
+        State::Pending => STATUS_PENDING,
+        State::Running => STATUS_RUNNING,
+        State::Done(Ok(_)) | State::Taken => STATUS_OK,
+        State::Done(Err(PoolError::Cancelled)) => STATUS_CANCELLED,
+        State::Done(Err(_)) => STATUS_FAILED,
+    }
 }
 
 pub(crate) use crate::sync::lock;
@@ -167,7 +188,9 @@ fn outcome_of<T>(state: &State<T>) -> Option<Outcome> {
 
 impl<T, J: JobSlot> Shared<T, J> {
     fn with_job(state: State<T>, job: J) -> Arc<Shared<T, J>> {
+        let status = AtomicU8::new(status_of(&state));
         Arc::new(Shared {
+            status,
             inner: Mutex::new(Inner {
                 state,
                 blocked: 0,
@@ -204,6 +227,7 @@ impl<T> Shared<T> {
         let mut g = lock(&self.inner);
         if matches!(g.state, State::Pending) {
             g.state = State::Running;
+            self.status.store(STATUS_RUNNING, Ordering::Release);
             true
         } else {
             false
@@ -217,6 +241,7 @@ impl<T> Shared<T> {
         let mut g = lock(&self.inner);
         if matches!(g.state, State::Pending) {
             g.state = State::Running;
+            self.status.store(STATUS_RUNNING, Ordering::Release);
             g.cancel_running = Some(cancel);
             true
         } else {
@@ -286,6 +311,7 @@ impl<T> Shared<T> {
             Err(_) => Outcome::Failed,
         };
         g.state = State::Done(result);
+        this.status.store(status_of(&g.state), Ordering::Release);
         let notify_blocked = g.blocked > 0;
         let wakers = std::mem::take(&mut g.wakers);
         let callbacks = std::mem::take(&mut g.callbacks);
@@ -548,20 +574,17 @@ impl<T> PoolFuture<T> {
 
     /// `true` if the job was cancelled before it started.
     pub fn cancelled(&self) -> bool {
-        matches!(
-            lock(&self.shared.inner).state,
-            State::Done(Err(PoolError::Cancelled))
-        )
+        self.shared.status.load(Ordering::Acquire) == STATUS_CANCELLED
     }
 
     /// `true` while a worker is running the job.
     pub fn running(&self) -> bool {
-        matches!(lock(&self.shared.inner).state, State::Running)
+        self.shared.status.load(Ordering::Acquire) == STATUS_RUNNING
     }
 
     /// `true` once the job finished, failed or was cancelled.
     pub fn done(&self) -> bool {
-        outcome_of(&lock(&self.shared.inner).state).is_some()
+        self.shared.status.load(Ordering::Acquire) >= STATUS_OK
     }
 
     /// Calls `f` exactly once when the future is done (finished, failed or cancelled).
