@@ -169,3 +169,39 @@ fn timer_handle_cancel_from_another_runtime_does_nothing() {
     assert_eq!(*l.borrow(), ["rt1"]);
     let _ = Instant::now();
 }
+
+/// Review finding (issue 13): every done callback sees the result, as in asyncio. A detached
+/// task's output was dropped when the first callback's `result()` ended, and a callback that
+/// dropped the real handle emptied it for the callbacks after it.
+#[test]
+fn every_done_callback_sees_the_result() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    ringloop::run(async {
+        // A detached task with two callbacks.
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let task = ringloop::spawn(async { 5u32 });
+        for _ in 0..2 {
+            let seen = Rc::clone(&seen);
+            task.add_done_callback(move |t| seen.borrow_mut().push(t.result()));
+        }
+        drop(task);
+        // A task whose first callback drops the real handle.
+        let holder: Rc<RefCell<Option<ringloop::Task<u32>>>> = Rc::default();
+        let task = ringloop::spawn(async { 7u32 });
+        let h = Rc::clone(&holder);
+        task.add_done_callback(move |_| drop(h.borrow_mut().take()));
+        let seen2 = Rc::clone(&seen);
+        task.add_done_callback(move |t| seen2.borrow_mut().push(t.result()));
+        *holder.borrow_mut() = Some(task);
+        while seen.borrow().len() < 3 {
+            ringloop::yield_now().await;
+        }
+        let got: Vec<_> = seen
+            .borrow()
+            .iter()
+            .map(|r| r.clone().map(|r| r.unwrap()))
+            .collect();
+        assert_eq!(got, [Some(5), Some(5), Some(7)]);
+    });
+}

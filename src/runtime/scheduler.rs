@@ -18,7 +18,8 @@ use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
 use crate::runtime::task::raw::{
-    self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, RUNNING, RawTask,
+    self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, IN_CALLBACKS, OUTPUT_BORROWED, RUNNING,
+    RawTask,
 };
 use crate::runtime::task::{Task, TaskRef, panic_message};
 use crate::runtime::time::LocalMarker;
@@ -228,13 +229,15 @@ impl Local {
                 cbs
             })
             .unwrap_or_default();
+        header.set(IN_CALLBACKS);
         for (_, callback) in callbacks {
             let ptr = task.ptr();
             if let Err(p) = catch_unwind(AssertUnwindSafe(move || callback(ptr))) {
                 report_panic("a task's done callback", &*p);
             }
         }
-        if header.has(DETACHED) {
+        header.clear(IN_CALLBACKS);
+        if header.has(DETACHED) && !header.has(OUTPUT_BORROWED) {
             task.drop_output();
         }
         drop(in_registry);

@@ -27,7 +27,10 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use raw::{CANCEL_REQUESTED, CANCELLED, COMPLETE, DETACHED, OUTPUT_BORROWED, RUNNING, RawTask};
+use raw::{
+    CANCEL_REQUESTED, CANCELLED, COMPLETE, DETACHED, IN_CALLBACKS, OUTPUT_BORROWED, RUNNING,
+    RawTask,
+};
 
 use crate::runtime::context;
 
@@ -372,7 +375,8 @@ impl Drop for BorrowGuard {
         // SAFETY: the `Task` that made the guard holds a reference for the guard's lifetime.
         let header = unsafe { self.raw.as_ref() };
         header.clear(OUTPUT_BORROWED);
-        if header.has(DETACHED) {
+        // During the done callbacks the completion drops a detached output after the last one.
+        if header.has(DETACHED) && !header.has(IN_CALLBACKS) {
             // SAFETY: as above; the view releases no reference.
             std::mem::ManuallyDrop::new(unsafe { RawTask::from_owned(self.raw) }).drop_output();
         }
@@ -382,11 +386,12 @@ impl Drop for BorrowGuard {
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         let header = self.header();
-        if header.has(COMPLETE) && !header.has(OUTPUT_BORROWED) {
+        if header.has(COMPLETE) && !header.has(OUTPUT_BORROWED) && !header.has(IN_CALLBACKS) {
             self.raw().drop_output();
         } else {
-            // Not finished, or `result()` is cloning the output: it is dropped later (at
-            // completion, or when the clone ends).
+            // Not finished, `result()` is cloning the output, or the done callbacks are running
+            // (the later ones must still see it): it is dropped later (at completion, when the
+            // clone ends, or after the last callback).
             header.set(DETACHED);
         }
         // SAFETY: the handle owns one reference, released here.

@@ -28,6 +28,10 @@ pub(crate) const DETACHED: u8 = 1 << 3;
 pub(crate) const RUNNING: u8 = 1 << 4;
 /// `Task::result` is cloning the output: it must not be dropped or moved until this clears.
 pub(crate) const OUTPUT_BORROWED: u8 = 1 << 5;
+/// The loop is running the task's done callbacks: every one of them must see the output
+/// (asyncio's rule), so a detached task's output, or one whose handle a callback drops, is
+/// dropped only after the last callback (by the completion, which checks `DETACHED`).
+pub(crate) const IN_CALLBACKS: u8 = 1 << 6;
 
 /// A done callback, type-erased: it is called with the task's header.
 pub(crate) type DoneCallback = Box<dyn FnOnce(NonNull<Header>)>;
@@ -60,7 +64,8 @@ pub(crate) struct Header {
     refs: AtomicUsize,
     /// The task is in a run queue (local or inject), or about to be put in one.
     pub(crate) scheduled: AtomicBool,
-    /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`, `OUTPUT_BORROWED`;
+    /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`, `OUTPUT_BORROWED`,
+    /// `IN_CALLBACKS`;
     /// loop thread only.
     pub(crate) flags: Cell<u8>,
     /// Key of this task in the loop's registry of live tasks.
