@@ -19,7 +19,7 @@
 //! assert_eq!(out, ("fast", "slow"));
 //! ```
 //!
-//! See DESIGN.md for the contract and ARCHITECTURE.md for the layers; LINUX_ONLY.md for the
+//! See docs/DESIGN.md for the contract and ARCHITECTURE.md for the layers; LINUX_ONLY.md for the
 //! kernels and settings ringloop needs.
 
 #![deny(unsafe_op_in_unsafe_fn)]
