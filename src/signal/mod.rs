@@ -1,6 +1,5 @@
-//! Unix signals as futures: [`ctrl_c`], [`Signal`], and asyncio's
-//! [`add_signal_handler`](crate::add_signal_handler) /
-//! [`remove_signal_handler`](crate::remove_signal_handler).
+//! Unix signals as futures: [`ctrl_c`], [`Signal`], and asyncio's [`add_signal_handler`] /
+//! [`remove_signal_handler`].
 //!
 //! # How a signal arrives
 //!
