@@ -387,19 +387,7 @@ fn io_uring_refused_by_seccomp_gives_a_clear_error() {
 /// Runs a test again in a child with `env_var` set and `RINGLOOP_DRIVER` unset (the seccomp
 /// tests check what `Auto` chooses), returning its stdout.
 fn rerun_without_driver_override(name: &str, env_var: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env_var, "1")
-        .env_remove("RINGLOOP_DRIVER")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    support::rerun_in_child_without(name, env_var, &["RINGLOOP_DRIVER"])
 }
 
 /// Where seccomp refuses io_uring (Docker's default profile), a program runs unchanged: the

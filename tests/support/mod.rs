@@ -23,11 +23,19 @@ pub fn counter() -> Rc<Cell<u32>> {
 /// returns the child's stdout; fails if the child fails. For tests that must change
 /// process-wide state (a seccomp filter, RLIMIT_NOFILE) without affecting the others.
 pub fn rerun_in_child(name: &str, env_var: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env_var, "1")
-        .output()
-        .unwrap();
+    rerun_in_child_without(name, env_var, &[])
+}
+
+/// Like [`rerun_in_child`], with the variables `unset` removed from the child's environment
+/// (the seccomp tests check what the default driver choice does, whatever RINGLOOP_DRIVER says).
+pub fn rerun_in_child_without(name: &str, env_var: &str, unset: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env_var, "1");
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
