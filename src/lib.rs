@@ -1,7 +1,7 @@
-//! ringloop: an async runtime for Linux on io_uring, with the API of Python's `asyncio` and
-//! `concurrent.futures`.
+//! ringloop: an async runtime for Linux on io_uring (or epoll where io_uring is refused), with
+//! the API of Python's `asyncio` and `concurrent.futures`.
 //!
-//! One event loop per thread, one ring per loop. Futures need not be `Send`. Start it with
+//! One event loop per thread, one driver per loop. Futures need not be `Send`. Start it with
 //! [`run`] or [`Runtime::block_on`]; spawn tasks with [`spawn`]; sleep, schedule callbacks and
 //! combine futures the asyncio way.
 //!

@@ -1,5 +1,6 @@
 //! `File`: an open descriptor and the owned-buffer operations on it (positional and
-//! file-position reads and writes, fsync, statx, close), each one SQE on the ring.
+//! file-position reads and writes, fsync, statx, close), each one driver operation (an SQE on
+//! io_uring, a syscall on the driver's blocking threads on epoll).
 
 use std::fmt;
 use std::io;
@@ -13,7 +14,8 @@ use crate::driver::op::Op;
 use crate::driver::op::fs::{self as op, CURRENT_POSITION, SharedFd};
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
-/// An open file whose reads, writes, syncs and `statx` go through the ring.
+/// An open file whose reads, writes, syncs and `statx` go through the driver (the ring, or the
+/// epoll driver's blocking threads; pipes and FIFOs wait for readiness there).
 ///
 /// Buffers are owned: an operation takes its buffer by value and gives it back in a
 /// [`BufResult`], so the kernel never writes into memory that was freed or moved. A read into a
@@ -31,10 +33,10 @@ use crate::io::{BufResult, IoBuf, IoBufMut};
 /// Dropping a `File` closes the descriptor synchronously with `close(2)` on the dropping thread,
 /// once no operation on it is still in flight: a cancelled (dropped) operation keeps the
 /// descriptor open until the kernel has finished with it, so its number cannot be reused under
-/// it. [`close`](File::close) closes through the ring instead and reports the error.
+/// it. [`close`](File::close) closes through the driver instead and reports the error.
 ///
 /// `File` is `Send` and `Sync` (it is a descriptor); its operations must be started inside a
-/// ringloop runtime, and each runs on the ring of the thread that started it.
+/// ringloop runtime, and each runs on the driver of the thread that started it.
 ///
 /// # Examples
 ///
@@ -326,7 +328,8 @@ impl File {
         Ok(Metadata::from_statx(*data.buf))
     }
 
-    /// Closes the descriptor through the ring (`IORING_OP_CLOSE`) and reports the kernel's
+    /// Closes the descriptor through the driver (`IORING_OP_CLOSE`, or `close(2)` on a blocking
+    /// thread on epoll) and reports the kernel's
     /// error, which dropping the `File` would ignore.
     ///
     /// If a cancelled operation still holds the descriptor (see [Closing](File#closing)), the

@@ -6,7 +6,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-/// Information about a file, from `statx(2)` through the ring (`IORING_OP_STATX`): see
+/// Information about a file, from `statx(2)` (`IORING_OP_STATX` on io_uring, the syscall on a
+/// blocking thread on epoll): see
 /// [`File::metadata`](super::File::metadata), [`metadata`](super::metadata) and
 /// [`symlink_metadata`](super::symlink_metadata).
 ///

@@ -1,4 +1,4 @@
-//! Files through the ring: `File`, `OpenOptions`, `Metadata`, and whole-file and directory
+//! Files through the driver: `File`, `OpenOptions`, `Metadata`, and whole-file and directory
 //! helpers (`read`, `write`, `remove_file`, `rename`, `create_dir`, `remove_dir`, `metadata`).
 //!
 //! Every operation here is one or a few driver operations (open, read, write, fsync, statx,
@@ -111,11 +111,11 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 }
 
 /// Writes `data` as the whole contents of a file, creating it (mode `0o666` less the umask) or
-/// truncating it, then closes it through the ring.
+/// truncating it, then closes it through the driver.
 ///
 /// `data` is anything that converts into a `Vec<u8>`, as with `std::fs::write`: a `Vec<u8>`,
 /// `String` or `Box<[u8]>` is moved without a copy; a `&str`, `&[u8]` or `&[u8; N]` (a
-/// byte-string literal) is copied once into the buffer the ring writes from.
+/// byte-string literal) is copied once into the buffer the kernel writes from.
 ///
 /// # Errors
 ///

@@ -8,7 +8,7 @@ use crate::driver::op::Op;
 use crate::driver::op::fs as op;
 
 /// Options for opening a file, as [`std::fs::OpenOptions`]: choose the access mode and what to
-/// do if the file exists or not, then [`open`](OpenOptions::open) it through the ring
+/// do if the file exists or not, then [`open`](OpenOptions::open) it through the driver
 /// (`IORING_OP_OPENAT`). `O_CLOEXEC` is always set.
 ///
 /// # Examples
@@ -112,7 +112,7 @@ impl OpenOptions {
         self
     }
 
-    /// Opens `path` with these options through the ring.
+    /// Opens `path` with these options through the driver.
     ///
     /// # Errors
     ///

@@ -1,4 +1,4 @@
-//! Owned-buffer I/O: the buffer traits, and operations on the ring that belong to no file or
+//! Owned-buffer I/O: the buffer traits, and driver operations that belong to no file or
 //! socket.
 
 mod compat;
@@ -16,7 +16,7 @@ use crate::driver::op::{Nop, Op};
 ///
 /// # Errors
 ///
-/// If the ring refuses the submission.
+/// If the driver refuses the submission.
 ///
 /// # Examples
 ///

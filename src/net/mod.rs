@@ -1,8 +1,8 @@
-//! Sockets through the ring: TCP, UDP and Unix domain sockets.
+//! Sockets through the driver: TCP, UDP and Unix domain sockets.
 //!
 //! Sockets are created, bound and set to listen synchronously (those calls never block);
-//! connecting, accepting, reading and writing go through the driver (io_uring, or epoll). Reads and writes take an
-//! owned buffer ([`IoBuf`](crate::io::IoBuf) / [`IoBufMut`](crate::io::IoBufMut)) and give it
+//! connecting, accepting, reading and writing go through the driver (io_uring, or epoll).
+//! Reads and writes take an owned buffer ([`IoBuf`](crate::io::IoBuf) / [`IoBufMut`](crate::io::IoBufMut)) and give it
 //! back with the result ([`BufResult`](crate::io::BufResult)), because the kernel uses the
 //! buffer until the operation completes.
 //!

@@ -209,7 +209,8 @@ impl TcpListenerBuilder {
 }
 
 impl From<std::net::TcpListener> for TcpListener {
-    /// Wraps a std listener (blocking or not: the ring does not care).
+    /// Wraps a std listener (blocking or not; the epoll driver makes it non-blocking when it
+    /// first uses it).
     fn from(l: std::net::TcpListener) -> TcpListener {
         TcpListener {
             sock: Socket::from_fd(OwnedFd::from(l)),
@@ -338,7 +339,8 @@ compat_stream!(TcpStream);
 send_stream!(TcpStream);
 
 impl From<std::net::TcpStream> for TcpStream {
-    /// Wraps a connected std stream (blocking or not: the ring does not care).
+    /// Wraps a connected std stream (blocking or not; the epoll driver makes it non-blocking
+    /// when it first uses it).
     fn from(s: std::net::TcpStream) -> TcpStream {
         TcpStream::from_fd(OwnedFd::from(s))
     }

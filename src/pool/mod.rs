@@ -14,7 +14,7 @@
 //! | `CancelledError`, `TimeoutError`, `BrokenThreadPool` | [`PoolError`]                          |
 //!
 //! Workers are plain threads started lazily (one per submit while no worker is idle, up
-//! to `max_workers`); they own no io_uring ring. A panicking job becomes
+//! to `max_workers`); they own no driver. A panicking job becomes
 //! [`PoolError::Panicked`] and its worker carries on.
 //!
 //! # Examples

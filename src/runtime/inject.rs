@@ -5,9 +5,9 @@
 //! # The park protocol
 //!
 //! One atomic word holds two bits: `PENDING` (work was pushed, or something else needs the
-//! loop's attention, since it last looked) and `PARKED` (the loop is about to wait in
-//! `io_uring_enter`). The loop parks only if its `fetch_or(PARKED)` finds `PENDING` clear; a
-//! pusher writes the eventfd only if its `fetch_or(PENDING)` finds `PARKED` set. Both are
+//! loop's attention, since it last looked) and `PARKED` (the loop is about to wait in the
+//! driver: `io_uring_enter` or `epoll_wait`). The loop parks only if its `fetch_or(PARKED)`
+//! finds `PENDING` clear; a pusher writes the eventfd only if its `fetch_or(PENDING)` finds `PARKED` set. Both are
 //! read-modify-writes of the same word, so they are totally ordered: whichever comes second
 //! sees the other's bit, and no wake-up is lost. A busy loop is never `PARKED`, so its wakers
 //! pay no syscall. The `loom_tests` below model-check this and the task `scheduled` flag.
@@ -43,7 +43,7 @@ pub(crate) struct Shared {
 
 /// Work was pushed, or the loop must look at its flags, since it last drained the queue.
 const PENDING: u8 = 1;
-/// The loop is (about to be) parked in `io_uring_enter`.
+/// The loop is (about to be) parked in the driver (`io_uring_enter` or `epoll_wait`).
 const PARKED: u8 = 2;
 
 struct Queue {

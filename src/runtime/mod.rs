@@ -104,7 +104,8 @@ impl Builder {
     }
 }
 
-/// An event loop on one thread with one io_uring: asyncio's event loop.
+/// An event loop on one thread with one driver (an io_uring, or an epoll set where io_uring is
+/// refused): asyncio's event loop.
 ///
 /// A `Runtime` is `!Send`: it runs on the thread that created it. Other threads reach it
 /// through a [`Handle`]. Dropping it (or [`Runtime::close`]) drops every task's future on this
@@ -231,8 +232,8 @@ impl Runtime {
     }
 
     /// Closes the runtime: every unfinished task is cancelled (its future dropped on this
-    /// thread, done callbacks run), in-flight I/O is cancelled and reaped, and the ring is
-    /// released. Same as dropping it.
+    /// thread, done callbacks run), in-flight I/O is cancelled and reaped, and the driver (ring
+    /// or epoll set) is released. Same as dropping it.
     pub fn close(self) {}
 
     /// True while `block_on` or `run_forever` runs.
@@ -402,8 +403,9 @@ impl fmt::Debug for Handle {
 ///
 /// # Panics
 ///
-/// If io_uring is unavailable (use [`Runtime::new`] to handle that error), if called inside a
-/// running runtime, or if `future` panics.
+/// If the runtime cannot be built (use [`Runtime::new`] to handle that error: with the
+/// default driver choice that is only `RINGLOOP_DRIVER=io_uring` where io_uring is refused, or
+/// a process out of descriptors), if called inside a running runtime, or if `future` panics.
 ///
 /// # Examples
 ///
