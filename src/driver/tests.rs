@@ -17,21 +17,28 @@ use super::fd::{Fd, SharedFd};
 use super::op::{Nop, Op, OpCode, fs, net};
 use super::{Driver, DriverConfig, DriverKind, DriverRef, Notifier, set_current};
 
+/// A driver of `kind`, or `None` (with a message) where the kernel refuses it.
+fn make_driver(kind: DriverKind) -> Option<DriverRef> {
+    let config = DriverConfig {
+        kind,
+        ..DriverConfig::default()
+    };
+    match Driver::new(&config, Arc::new(Notifier::new().unwrap())) {
+        Ok(d) => Some(Rc::new(RefCell::new(d))),
+        Err(e) if kind == DriverKind::IoUring => {
+            eprintln!("skipping the io_uring driver: {e}");
+            None
+        }
+        Err(e) => panic!("the epoll driver: {e}"),
+    }
+}
+
 /// Runs `f` once per driver, with that driver installed as the thread's current one. io_uring
 /// is skipped, with a message, only where the kernel refuses it (epoll then still runs).
 fn each_driver(f: impl Fn(&DriverRef)) {
     for kind in [DriverKind::IoUring, DriverKind::Epoll] {
-        let config = DriverConfig {
-            kind,
-            ..DriverConfig::default()
-        };
-        let driver = match Driver::new(&config, Arc::new(Notifier::new().unwrap())) {
-            Ok(d) => Rc::new(RefCell::new(d)),
-            Err(e) if kind == DriverKind::IoUring => {
-                eprintln!("skipping the io_uring driver: {e}");
-                continue;
-            }
-            Err(e) => panic!("the epoll driver: {e}"),
+        let Some(driver) = make_driver(kind) else {
+            continue;
         };
         let prev = set_current(Some(driver.clone()));
         f(&driver);
@@ -291,6 +298,17 @@ fn a_time_limit_gives_timed_out_and_consumes_nothing() {
 /// What an orphan handler saw: `None` if it has not run; `Some(None)` if the cancellation won.
 type Seen = Rc<Cell<Option<Option<Result<u32, i32>>>>>;
 
+/// Submits a receive on the empty socket `fd`, polls it once (it waits), and drops it: its
+/// orphan handler records into `seen`.
+fn drop_a_waiting_receive(fd: &SharedFd, seen: &Seen) {
+    let recv = Op::submit(net::Recv::new(fd, Vec::with_capacity(16)))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut recv = Box::pin(watch(recv, seen));
+    let mut cx = Context::from_waker(futures_task::noop_waker_ref());
+    assert!(recv.as_mut().poll(&mut cx).is_pending());
+}
+
 fn watch<T: OpCode>(op: Op<T>, seen: &Seen) -> Op<T, impl super::op::OnOrphan<T>> {
     let seen = seen.clone();
     op.on_orphan(move |r: Option<io::Result<u32>>, _data: T| {
@@ -304,13 +322,7 @@ fn cancelling_a_waiting_receive_loses_no_byte() {
     each_driver(|driver| {
         let (a, b) = socketpair(libc::SOCK_STREAM);
         let seen: Seen = Rc::default();
-        let recv = Op::submit(net::Recv::new(&b, Vec::with_capacity(16)))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let mut recv = Box::pin(watch(recv, &seen));
-        let mut cx = Context::from_waker(futures_task::noop_waker_ref());
-        assert!(recv.as_mut().poll(&mut cx).is_pending());
-        drop(recv);
+        drop_a_waiting_receive(&b, &seen);
         wait_until(driver, || seen.get().is_some());
         assert_eq!(
             seen.get(),
@@ -374,25 +386,13 @@ fn cancelling_a_file_read_waits_for_its_result() {
 #[test]
 fn dropping_the_driver_with_an_operation_in_flight_runs_its_handler() {
     for kind in [DriverKind::IoUring, DriverKind::Epoll] {
-        let config = DriverConfig {
-            kind,
-            ..DriverConfig::default()
-        };
-        let Ok(driver) = Driver::new(&config, Arc::new(Notifier::new().unwrap())) else {
-            eprintln!("skipping the {kind:?} driver: the kernel refuses it");
+        let Some(driver) = make_driver(kind) else {
             continue;
         };
-        let driver = Rc::new(RefCell::new(driver));
         let prev = set_current(Some(driver.clone()));
         let (_a, b) = socketpair(libc::SOCK_STREAM);
         let seen: Seen = Rc::default();
-        let recv = Op::submit(net::Recv::new(&b, Vec::with_capacity(16)))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let mut recv = Box::pin(watch(recv, &seen));
-        let mut cx = Context::from_waker(futures_task::noop_waker_ref());
-        assert!(recv.as_mut().poll(&mut cx).is_pending());
-        drop(recv);
+        drop_a_waiting_receive(&b, &seen);
         set_current(prev);
         drop(driver);
         // Epoll withdrew the receive at once (the handler ran in the Op's drop); io_uring
