@@ -170,6 +170,25 @@ pub(crate) type MultishotHandler = Rc<dyn Fn(MultishotEvent)>;
 /// Receives the result of an operation whose future was dropped; owns its data.
 pub(crate) type OrphanHandler = Box<dyn FnOnce(Option<io::Result<u32>>)>;
 
+/// A completion nobody polls for, collected by a reap and run after it (outside the driver's
+/// borrow): a dropped operation's handler, or one completion of a multishot operation.
+pub(crate) enum Orphaned {
+    /// The result of an operation whose future was dropped (`None`: the cancellation won).
+    Op(OrphanHandler, Option<io::Result<u32>>),
+    /// One completion of a multishot operation.
+    Multishot(MultishotHandler, MultishotEvent),
+}
+
+impl Orphaned {
+    /// Hands the completion to its handler.
+    pub(crate) fn run(self) {
+        match self {
+            Orphaned::Op(handler, result) => handler(result),
+            Orphaned::Multishot(handler, event) => handler(event),
+        }
+    }
+}
+
 /// The table of in-flight operations, keyed by `user_data` (io_uring) or registration order,
 /// shared by both backends.
 struct Table {
@@ -177,7 +196,7 @@ struct Table {
     /// Wakers collected while reaping, woken after the reap so no waker runs under our borrow.
     to_wake: Vec<Waker>,
     /// Orphan handlers whose result arrived, run after the reap for the same reason.
-    orphans: Vec<(OrphanHandler, Option<io::Result<u32>>)>,
+    orphans: Vec<Orphaned>,
 }
 
 impl Table {
@@ -205,7 +224,7 @@ impl Table {
                 // The future is gone and the kernel is done with the data: hand both to the
                 // handler.
                 self.ops.remove(key);
-                self.orphans.push((handler, orphan_result(raw)));
+                self.orphans.push(Orphaned::Op(handler, orphan_result(raw)));
             }
             Lifecycle::Completed(_) => {
                 unreachable!("ringloop: a second result for single-shot operation {key}")
@@ -229,7 +248,7 @@ impl Table {
         if !event.more {
             self.ops.remove(key);
         }
-        self.orphans.push((Box::new(move |_| handler(event)), None));
+        self.orphans.push(Orphaned::Multishot(handler, event));
     }
 
     /// Takes the result of `key` if it has arrived, else records `waker`.
@@ -609,11 +628,7 @@ impl Driver {
 
     /// Moves what the last reaps collected into `wakers` and `orphans`: the caller wakes and
     /// runs them once the driver is no longer borrowed.
-    pub(crate) fn take_ready(
-        &mut self,
-        wakers: &mut Vec<Waker>,
-        orphans: &mut Vec<(OrphanHandler, Option<io::Result<u32>>)>,
-    ) {
+    pub(crate) fn take_ready(&mut self, wakers: &mut Vec<Waker>, orphans: &mut Vec<Orphaned>) {
         wakers.append(&mut self.table.to_wake);
         orphans.append(&mut self.table.orphans);
     }
@@ -626,9 +641,9 @@ impl Driver {
         loop {
             let _ = self.poll_io();
             self.table.to_wake.clear();
-            for (handler, result) in std::mem::take(&mut self.table.orphans) {
+            for orphan in std::mem::take(&mut self.table.orphans) {
                 // A panic here would be a panic in a destructor: report it and go on.
-                let run = std::panic::AssertUnwindSafe(move || handler(result));
+                let run = std::panic::AssertUnwindSafe(move || orphan.run());
                 if std::panic::catch_unwind(run).is_err() {
                     eprintln!("ringloop: dropping a cancelled operation's data panicked");
                 }

@@ -50,8 +50,8 @@ fn each_driver(f: impl Fn(&DriverRef)) {
 fn run_orphans(driver: &DriverRef) {
     let (mut wakers, mut orphans) = (Vec::new(), Vec::new());
     driver.borrow_mut().take_ready(&mut wakers, &mut orphans);
-    for (handler, result) in orphans {
-        handler(result);
+    for orphan in orphans {
+        orphan.run();
     }
 }
 

@@ -64,6 +64,7 @@ pub(crate) struct Local {
     injected: RefCell<Vec<Injected>>,
     fired: RefCell<Vec<Action>>,
     wakers: RefCell<Vec<Waker>>,
+    orphans: RefCell<Vec<crate::driver::Orphaned>>,
 }
 
 /// Schedules a woken task: on its own loop's thread straight into the run queue, from anywhere
@@ -108,6 +109,7 @@ impl Local {
             injected: RefCell::new(Vec::new()),
             fired: RefCell::new(Vec::new()),
             wakers: RefCell::new(Vec::new()),
+            orphans: RefCell::new(Vec::new()),
         }
     }
 
@@ -312,14 +314,14 @@ impl Local {
 
     fn wake_io(&self) {
         let mut wakers = self.wakers.take();
-        let mut orphans = Vec::new();
+        let mut orphans = self.orphans.take();
         self.driver
             .borrow_mut()
             .take_ready(&mut wakers, &mut orphans);
         // User code (a waker, the drop of an orphaned operation's data) may panic: report it and
         // go on, so that the other wake-ups collected in this pass are not lost.
-        for (handler, completion) in orphans {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(move || handler(completion))) {
+        for orphan in orphans.drain(..) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || orphan.run())) {
                 report_panic("dropping a cancelled operation's data", &*p);
             }
         }
@@ -327,6 +329,7 @@ impl Local {
             wake_guarded(w);
         }
         self.wakers.replace(wakers);
+        self.orphans.replace(orphans);
     }
 
     fn run_soon_callbacks(&self) {
