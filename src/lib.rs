@@ -45,6 +45,7 @@ pub mod io;
 mod loom;
 pub mod net;
 pub mod pool;
+pub mod process;
 mod runtime;
 mod shard;
 pub mod signal;
@@ -57,7 +58,7 @@ pub use future::{
     gather4, gather5, gather6, shield, timeout, try_gather, try_gather2, try_gather3, try_gather4,
     try_gather5, try_gather6, wait, wait_for, wait_until,
 };
-pub use pool::{PoolError, PoolFuture, ThreadPool, ThreadPoolBuilder, spawn_blocking};
+pub use pool::{Completer, PoolError, PoolFuture, ThreadPool, ThreadPoolBuilder, spawn_blocking};
 pub use runtime::task::{
     CallbackId, Join, JoinError, Task, TaskRef, TaskState, YieldNow, all_tasks, current_task,
     spawn, yield_now,

@@ -1112,3 +1112,55 @@ fn a_clone_that_asks_its_own_future_about_its_state_does_not_deadlock() {
     // Break the cycle (the future holds the value, the value holds the future).
     slot.lock().unwrap().take();
 }
+
+#[test]
+fn pending_future_is_settled_by_its_completer_from_another_thread() {
+    let (fut, completer) = ringloop::PoolFuture::<String>::pending();
+    assert!(!fut.done() && !fut.running());
+    let t = std::thread::spawn(move || {
+        assert!(completer.set_running_or_notify_cancel());
+        completer.set_result("made elsewhere".to_string());
+    });
+    // Awaited from async code on a loop, and waited on from this thread, alike.
+    let again = fut.clone();
+    assert_eq!(
+        ringloop::run(async move { again.await }).as_deref(),
+        Ok("made elsewhere")
+    );
+    t.join().unwrap();
+    assert!(fut.done());
+}
+
+#[test]
+fn completer_set_exception_fails_the_future_with_its_message() {
+    let (fut, completer) = ringloop::PoolFuture::<u8>::pending();
+    assert!(completer.set_running_or_notify_cancel());
+    assert!(!fut.cancel(), "running: too late to cancel");
+    completer.set_exception("disk on fire");
+    assert_eq!(
+        fut.result(None),
+        Err(ringloop::PoolError::Failed("disk on fire".into()))
+    );
+}
+
+#[test]
+fn a_cancelled_pending_future_tells_its_completer_to_skip_the_work() {
+    let (fut, completer) = ringloop::PoolFuture::<u8>::pending();
+    assert!(fut.cancel());
+    assert!(completer.is_cancelled());
+    assert!(!completer.set_running_or_notify_cancel());
+    completer.set_result(1); // dropped: the future stays cancelled
+    assert_eq!(fut.result(None), Err(ringloop::PoolError::Cancelled));
+}
+
+#[test]
+fn dropping_an_unset_completer_breaks_the_future_instead_of_hanging() {
+    let (fut, completer) = ringloop::PoolFuture::<u8>::pending();
+    let (tx, rx) = std::sync::mpsc::channel();
+    fut.add_done_callback(move |f| tx.send(f.exception(None).unwrap()).unwrap());
+    drop(completer);
+    assert!(matches!(
+        rx.recv().unwrap(),
+        Some(ringloop::PoolError::Broken(_))
+    ));
+}

@@ -35,8 +35,10 @@ pub(crate) struct Stream {
     pub(super) reads: Rc<RefCell<ReadState>>,
 }
 
+/// What cancelled reads of one byte stream left behind, and whose turn it is to read; shared
+/// by sockets and by a child process's pipes (`process/`).
 #[derive(Debug, Default)]
-pub(super) struct ReadState {
+pub(crate) struct ReadState {
     /// Bytes received by cancelled reads, not yet returned.
     pub(super) leftover: VecDeque<u8>,
     /// A cancelled read saw end of stream.
@@ -44,7 +46,7 @@ pub(super) struct ReadState {
     /// A cancelled read failed with this error.
     error: Option<io::Error>,
     /// A RECV of this stream is in flight (its future may be gone).
-    pub(super) in_flight: bool,
+    pub(crate) in_flight: bool,
     /// Reads waiting for `in_flight` to clear.
     waiters: Vec<Waker>,
     /// Cancelled reads whose data was kept.
@@ -52,8 +54,8 @@ pub(super) struct ReadState {
 }
 
 impl ReadState {
-    /// The RECV in flight finished: let the next read go.
-    pub(super) fn finish(state: &RefCell<ReadState>) {
+    /// The read in flight finished: let the next read go.
+    pub(crate) fn finish(state: &RefCell<ReadState>) {
         let waiters = {
             let mut s = state.borrow_mut();
             s.in_flight = false;
@@ -65,7 +67,7 @@ impl ReadState {
     }
 
     /// The result of a receive whose read was cancelled: keep what it got.
-    pub(super) fn orphaned<B: IoBuf>(
+    pub(crate) fn orphaned<B: IoBuf>(
         state: &RefCell<ReadState>,
         r: Option<io::Result<u32>>,
         buf: &B,
@@ -88,6 +90,49 @@ impl ReadState {
             }
         }
         ReadState::finish(state);
+    }
+}
+
+impl ReadState {
+    /// Waits until no read of the stream is in flight (the caller then reads next).
+    pub(crate) fn poll_turn(state: &RefCell<ReadState>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = state.borrow_mut();
+        if !s.in_flight {
+            return Poll::Ready(());
+        }
+        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            s.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// What cancelled reads left behind: bytes first, then their EOF or error.
+    pub(crate) fn take_buffered<B: IoBufMut>(
+        state: &RefCell<ReadState>,
+        buf: &mut B,
+    ) -> Option<io::Result<usize>> {
+        let mut s = state.borrow_mut();
+        if !s.leftover.is_empty() {
+            let n = s.leftover.len().min(buf.bytes_total());
+            let dst = buf.stable_mut_ptr();
+            let (a, b) = s.leftover.as_slices();
+            let from_a = a.len().min(n);
+            // SAFETY: dst is valid for bytes_total >= n bytes and does not overlap the
+            // leftover queue; we copy n bytes in total from its two halves.
+            unsafe {
+                std::ptr::copy_nonoverlapping(a.as_ptr(), dst, from_a);
+                std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(from_a), n - from_a);
+                buf.set_init(n);
+            }
+            s.leftover.drain(..n);
+            return Some(Ok(n));
+        }
+        if std::mem::take(&mut s.eof) {
+            // SAFETY: zero bytes are trivially initialized.
+            unsafe { buf.set_init(0) };
+            return Some(Ok(0));
+        }
+        s.error.take().map(Err)
     }
 }
 
@@ -141,14 +186,7 @@ impl Stream {
 
     /// Waits until no RECV of this stream is in flight.
     pub(super) fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.reads.borrow_mut();
-        if !s.in_flight {
-            return Poll::Ready(());
-        }
-        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            s.waiters.push(cx.waker().clone());
-        }
-        Poll::Pending
+        ReadState::poll_turn(&self.reads, cx)
     }
 
     #[cfg(feature = "hyper")]
@@ -175,32 +213,6 @@ impl Stream {
         s.error.take().map(Err)
     }
 
-    /// What cancelled reads left behind: bytes first, then their EOF or error.
-    fn take_buffered<B: IoBufMut>(&self, buf: &mut B) -> Option<io::Result<usize>> {
-        let mut s = self.reads.borrow_mut();
-        if !s.leftover.is_empty() {
-            let n = s.leftover.len().min(buf.bytes_total());
-            let dst = buf.stable_mut_ptr();
-            let (a, b) = s.leftover.as_slices();
-            let from_a = a.len().min(n);
-            // SAFETY: dst is valid for bytes_total >= n bytes and does not overlap the
-            // leftover queue; we copy n bytes in total from its two halves.
-            unsafe {
-                std::ptr::copy_nonoverlapping(a.as_ptr(), dst, from_a);
-                std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(from_a), n - from_a);
-                buf.set_init(n);
-            }
-            s.leftover.drain(..n);
-            return Some(Ok(n));
-        }
-        if std::mem::take(&mut s.eof) {
-            // SAFETY: zero bytes are trivially initialized.
-            unsafe { buf.set_init(0) };
-            return Some(Ok(0));
-        }
-        s.error.take().map(Err)
-    }
-
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         self.read_within(buf, None).await
     }
@@ -221,7 +233,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> BufResult<usize, B> {
         poll_fn(|cx| self.poll_turn(cx)).await;
-        if let Some(r) = self.take_buffered(&mut buf) {
+        if let Some(r) = ReadState::take_buffered(&self.reads, &mut buf) {
             return BufResult(r, buf);
         }
         if buf.bytes_total() == 0 {

@@ -28,7 +28,11 @@ pub enum PoolError {
     Timeout,
     /// The job panicked; carries the panic message (or `"unknown panic payload"`).
     Panicked(String),
-    /// The pool can no longer run jobs (for example a worker initializer panicked); carries the reason.
+    /// The job failed with an error set by [`Completer::set_exception`](crate::pool::Completer::set_exception)
+    /// (an executor of your own); carries the error's message.
+    Failed(String),
+    /// The pool can no longer run jobs (a worker initializer panicked, a worker process died);
+    /// carries the reason. Python's `BrokenThreadPool` / `BrokenProcessPool`.
     Broken(String),
     /// The job was submitted after the pool was shut down (or to a runtime that is stopping
     /// or closed).
@@ -58,6 +62,11 @@ impl PoolError {
         matches!(self, PoolError::Panicked(_))
     }
 
+    /// `true` for [`PoolError::Failed`].
+    pub fn is_failed(&self) -> bool {
+        matches!(self, PoolError::Failed(_))
+    }
+
     /// `true` for [`PoolError::Broken`].
     pub fn is_broken(&self) -> bool {
         matches!(self, PoolError::Broken(_))
@@ -81,9 +90,10 @@ impl fmt::Display for PoolError {
                  longer timeout, or cancel it if it has not started",
             ),
             PoolError::Panicked(msg) => write!(f, "the job panicked: {msg}"),
+            PoolError::Failed(msg) => write!(f, "the job failed: {msg}"),
             PoolError::Broken(why) => write!(
                 f,
-                "the thread pool is broken and cannot run jobs ({why}); create a new ThreadPool"
+                "the pool is broken and cannot run jobs ({why}); create a new pool"
             ),
             PoolError::Shutdown => f.write_str(
                 "cannot run a job submitted after ThreadPool::shutdown (or after the pool \

@@ -302,6 +302,22 @@ impl<T> Shared<T> {
         Self::finish(this, g, result);
     }
 
+    /// Stores `result` unless the future is already done (cancelled while pending, or
+    /// settled before); `false` (and `result` is dropped) if it was.
+    pub(crate) fn settle(this: &Arc<Self>, result: Result<T, PoolError>) -> bool {
+        let g = lock(&this.inner);
+        if outcome_of(&g.state).is_some() {
+            return false;
+        }
+        let result = if g.cancel_requested {
+            Err(PoolError::Cancelled)
+        } else {
+            result
+        };
+        Self::finish(this, g, result);
+        true
+    }
+
     /// Sets `Done(result)` under the held lock, then (unlocked) wakes blocked threads,
     /// async awaiters and `wait` waiters, and runs the done-callbacks in order.
     fn finish(this: &Arc<Self>, mut g: MutexGuard<'_, Inner<T>>, result: Result<T, PoolError>) {
@@ -453,6 +469,35 @@ impl<T> PoolFuture<T> {
             key: 0,
             registered: AtomicBool::new(false),
         }
+    }
+
+    /// A pending future and the [`Completer`] that settles it: concurrent.futures' `Future()`,
+    /// for writing an executor of your own (the process pool uses it).
+    ///
+    /// The future starts pending, so [`cancel`](Self::cancel) succeeds until the executor calls
+    /// [`Completer::set_running_or_notify_cancel`]. Dropping the completer without a result
+    /// fails the future with [`PoolError::Broken`], so that no waiter hangs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::PoolFuture;
+    ///
+    /// let (fut, completer) = PoolFuture::pending();
+    /// let worker = std::thread::spawn(move || {
+    ///     if completer.set_running_or_notify_cancel() {
+    ///         completer.set_result(6 * 7);
+    ///     }
+    /// });
+    /// assert_eq!(fut.result(None), Ok(42));
+    /// worker.join().unwrap();
+    /// ```
+    pub fn pending() -> (PoolFuture<T>, Completer<T>) {
+        let shared = Shared::new_pending();
+        let completer = Completer {
+            shared: Some(Arc::clone(&shared)),
+        };
+        (Self::from_shared(shared), completer)
     }
 
     /// A future that has already failed with `err` (submit after shutdown, broken pool).
@@ -720,5 +765,94 @@ impl<T> fmt::Debug for PoolFuture<T> {
             State::Taken => "finished (value taken)",
         };
         f.debug_struct("PoolFuture").field("state", &state).finish()
+    }
+}
+
+/// The producer's side of a [`PoolFuture`] made by [`PoolFuture::pending`]: what an executor
+/// holds while it runs the work (concurrent.futures' `Future.set_running_or_notify_cancel`,
+/// `set_result`, `set_exception`).
+///
+/// `Completer<T>` is `Send` (when `T` is) so the work may finish on any thread. Setting a
+/// result consumes it; dropping it unset fails the future with [`PoolError::Broken`].
+pub struct Completer<T> {
+    /// `None` once settled.
+    shared: Option<Arc<Shared<T>>>,
+}
+
+impl<T> Completer<T> {
+    /// Marks the future running, so that [`PoolFuture::cancel`] no longer succeeds, and
+    /// returns `true`; or returns `false` if it was cancelled already (skip the work: the
+    /// future is done, its waiters were told). Call it once, before starting the work.
+    ///
+    /// # Panics
+    ///
+    /// If the future is already running or settled (a second call): that is a bug in the
+    /// executor, as Python's `RuntimeError` says.
+    pub fn set_running_or_notify_cancel(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            unreachable!("a settled Completer is consumed");
+        };
+        if shared.try_start() {
+            return true;
+        }
+        let cancelled = shared.status.load(Ordering::Acquire) == STATUS_CANCELLED;
+        assert!(
+            cancelled,
+            "Completer::set_running_or_notify_cancel: the future is already running or done"
+        );
+        false
+    }
+
+    /// Settles the future with `value`, waking its waiters and running its done-callbacks on
+    /// this thread. If the future was cancelled meanwhile, `value` is dropped.
+    pub fn set_result(mut self, value: T) {
+        if let Some(shared) = self.shared.take() {
+            Shared::settle(&shared, Ok(value));
+        }
+    }
+
+    /// Settles the future with an error: it reports [`PoolError::Failed`] carrying the
+    /// error's message (`PoolError` is `Clone`, so the message is what every handle sees).
+    pub fn set_exception(mut self, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) {
+        let msg = error.into().to_string();
+        if let Some(shared) = self.shared.take() {
+            Shared::settle(&shared, Err(PoolError::Failed(msg)));
+        }
+    }
+
+    /// Settles the future with any [`PoolError`] (a panic, a broken pool, ...).
+    #[allow(dead_code)] // used by the process pool (next commit)
+    pub(crate) fn set_error(mut self, error: PoolError) {
+        if let Some(shared) = self.shared.take() {
+            Shared::settle(&shared, Err(error));
+        }
+    }
+
+    /// `true` if the future was cancelled (the work need not run or finish).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.status.load(Ordering::Acquire) == STATUS_CANCELLED)
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            Shared::settle(
+                &shared,
+                Err(PoolError::Broken(
+                    "its Completer was dropped without setting a result".to_string(),
+                )),
+            );
+        }
+    }
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer")
+            .field("settled", &self.shared.is_none())
+            .finish()
     }
 }

@@ -44,7 +44,7 @@ mod wait;
 
 pub use self::blocking::spawn_blocking;
 pub use self::error::PoolError;
-pub use self::future::PoolFuture;
+pub use self::future::{Completer, PoolFuture};
 pub use self::map::{Map, TryMap};
 pub use self::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use self::wait::{AsCompleted, as_completed, wait};

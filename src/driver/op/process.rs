@@ -1,0 +1,65 @@
+//! `PidfdExit`: waits until the process behind a pidfd has exited (without reaping it).
+
+use std::os::fd::AsRawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use super::{Interest, OpCode, Plan, Syscall};
+use crate::driver::fd::SharedFd;
+
+/// Completes once the process behind `fd` (a pidfd, `pidfd_open(2)`) has exited; the caller
+/// then reaps it with `waitpid`. On the ring it is a `POLL_ADD` for `POLLIN` (a pidfd is
+/// readable once its process exits); on epoll it is `waitid(P_PIDFD, .., WNOWAIT)` retried on
+/// readiness, which says `EAGAIN` while the process runs if the pidfd was opened
+/// `PIDFD_NONBLOCK` (Linux 5.10); without that flag it runs on a blocking thread.
+#[derive(Debug)]
+pub(crate) struct PidfdExit {
+    fd: SharedFd,
+    nonblocking: bool,
+    /// Where `waitid` writes; boxed so its address survives moves of the op.
+    info: Box<libc::siginfo_t>,
+}
+
+impl PidfdExit {
+    /// `nonblocking`: the pidfd was opened with `PIDFD_NONBLOCK`.
+    pub(crate) fn new(fd: &SharedFd, nonblocking: bool) -> PidfdExit {
+        PidfdExit {
+            fd: fd.clone(),
+            nonblocking,
+            // SAFETY: siginfo_t is a C struct of integers and unions of them: all-zero bytes
+            // are a valid value.
+            info: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+// SAFETY: the only pointer is the op's boxed siginfo, which stays put when the op moves; the
+// `SharedFd` keeps the pidfd open.
+unsafe impl OpCode for PidfdExit {
+    const CODE: u8 = opcode::PollAdd::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32).build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        const P_PIDFD: usize = 3;
+        let flags = libc::WEXITED | libc::WNOWAIT;
+        let info = (&raw mut *self.info) as usize;
+        let fd = self.fd.as_raw_fd() as usize;
+        let call =
+            |flags: i32| Syscall::new(libc::SYS_waitid, &[P_PIDFD, fd, info, flags as usize, 0]);
+        if self.nonblocking {
+            Plan::Ready {
+                fd: &self.fd,
+                interest: Interest::Read,
+                // Not WNOHANG: with it waitid says 0 for "running"; without it, a
+                // non-blocking pidfd makes it say EAGAIN, which is what readiness needs.
+                call: call(flags),
+                full: None,
+            }
+        } else {
+            Plan::Blocking(call(flags))
+        }
+    }
+}
