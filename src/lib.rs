@@ -45,6 +45,7 @@ pub mod io;
 mod loom;
 pub mod net;
 pub mod pool;
+#[cfg(feature = "process")]
 pub mod process;
 mod runtime;
 mod shard;
@@ -59,6 +60,8 @@ pub use future::{
     try_gather5, try_gather6, wait, wait_for, wait_until,
 };
 pub use pool::{Completer, PoolError, PoolFuture, ThreadPool, ThreadPoolBuilder, spawn_blocking};
+#[cfg(feature = "process")]
+pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use runtime::task::{
     CallbackId, Join, JoinError, Task, TaskRef, TaskState, YieldNow, all_tasks, current_task,
     spawn, yield_now,

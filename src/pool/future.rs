@@ -821,7 +821,6 @@ impl<T> Completer<T> {
     }
 
     /// Settles the future with any [`PoolError`] (a panic, a broken pool, ...).
-    #[allow(dead_code)] // used by the process pool (next commit)
     pub(crate) fn set_error(mut self, error: PoolError) {
         if let Some(shared) = self.shared.take() {
             Shared::settle(&shared, Err(error));

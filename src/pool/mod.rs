@@ -39,6 +39,8 @@ mod blocking;
 mod error;
 mod future;
 mod map;
+#[cfg(feature = "process")]
+mod process_pool;
 mod thread_pool;
 mod wait;
 
@@ -46,6 +48,8 @@ pub use self::blocking::spawn_blocking;
 pub use self::error::PoolError;
 pub use self::future::{Completer, PoolFuture};
 pub use self::map::{Map, TryMap};
+#[cfg(feature = "process")]
+pub use self::process_pool::{ProcessMap, ProcessPool, ProcessPoolBuilder, ProcessTryMap};
 pub use self::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use self::wait::{AsCompleted, as_completed, wait};
 pub use crate::future::ReturnWhen;
