@@ -70,7 +70,10 @@ fn py_repr(x: f64) -> String {
         if point <= 0 {
             format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
         } else if point as usize >= digits.len() {
-            format!("{sign}{digits}{}.0", "0".repeat(point as usize - digits.len()))
+            format!(
+                "{sign}{digits}{}.0",
+                "0".repeat(point as usize - digits.len())
+            )
         } else {
             let (int, frac) = digits.split_at(point as usize);
             format!("{sign}{int}.{frac}")
@@ -96,7 +99,10 @@ fn main() {
         println!("From future 2:  {}", py_repr(future2.result(None).unwrap()));
         // Optional callback
         future3.add_done_callback(|f| {
-            println!("From callback of future 3:  {}", py_repr(f.result(None).unwrap()));
+            println!(
+                "From callback of future 3:  {}",
+                py_repr(f.result(None).unwrap())
+            );
         });
     } // leaving the block waits for the pool, as Python's `with`
     // Map

@@ -821,6 +821,7 @@ impl<T> Completer<T> {
     }
 
     /// Settles the future with any [`PoolError`] (a panic, a broken pool, ...).
+    #[cfg(feature = "process")]
     pub(crate) fn set_error(mut self, error: PoolError) {
         if let Some(shared) = self.shared.take() {
             Shared::settle(&shared, Err(error));

@@ -44,3 +44,18 @@ pub fn rerun_in_child_without(name: &str, env_var: &str, unset: &[&str]) -> Stri
     );
     stdout
 }
+
+/// Like [`rerun_in_child`], with `vars` set to the given values in the child's environment.
+pub fn rerun_in_child_with(name: &str, vars: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .envs(vars.iter().copied());
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

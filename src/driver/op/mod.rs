@@ -18,6 +18,7 @@
 pub(crate) mod event;
 pub(crate) mod fs;
 pub(crate) mod net;
+#[cfg(feature = "process")]
 pub(crate) mod process;
 
 use std::future::Future;

@@ -18,8 +18,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use super::worker::{self, Spec};
 use super::wire;
+use super::worker::{self, Spec};
 use super::{Job, Shared};
 use crate::io::{BufResult, IoBuf};
 use crate::net::UnixStream;
@@ -267,7 +267,9 @@ impl Manager {
         }
         let why = lock(&self.shared.state).broken.clone();
         for job in in_flight {
-            let why = why.clone().unwrap_or_else(|| "a worker process died".into());
+            let why = why
+                .clone()
+                .unwrap_or_else(|| "a worker process died".into());
             job.settle.fail(PoolError::Broken(why));
         }
         self.wake_dispatcher();

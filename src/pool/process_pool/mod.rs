@@ -326,9 +326,12 @@ impl ProcessPool {
                 break;
             }
             let fut = self.submit_raw(call, f as usize, &chunk);
-            let refused = fut.done() && fut.exception(None).ok().flatten().is_some_and(|e| {
-                e.is_shutdown() || e.is_broken()
-            });
+            let refused = fut.done()
+                && fut
+                    .exception(None)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.is_shutdown() || e.is_broken());
             chunks.push_back((fut, chunk.len()));
             if refused {
                 break; // Python's `map` raises from `submit`: take no more input
@@ -439,12 +442,16 @@ impl fmt::Debug for ProcessPool {
     }
 }
 
+/// A `map` chunk's future: per item, the value or the panic message.
+type ChunkFuture<R> = PoolFuture<Vec<Result<R, String>>>;
+
 /// The results of [`ProcessPool::try_map`], in input order.
 ///
 /// Each `next()` blocks until the next item's chunk is done. Dropping the iterator cancels
 /// the chunks not yet handed to a worker.
 pub struct ProcessTryMap<R> {
-    chunks: VecDeque<(PoolFuture<Vec<Result<R, String>>>, usize)>,
+    /// Each chunk's future (per item: the value, or the panic message) and its length.
+    chunks: VecDeque<(ChunkFuture<R>, usize)>,
     current: VecDeque<Result<R, PoolError>>,
 }
 

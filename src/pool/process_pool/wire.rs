@@ -51,7 +51,7 @@ pub(super) type Call = fn(func: usize, arg: &[u8], out: &mut Vec<u8>) -> u8;
 /// The fixed point code offsets are measured from.
 #[inline(never)]
 fn anchor() -> u64 {
-    0x5eed_0f_a0c4
+    0x005e_ed0f_a0c4
 }
 
 /// The offset of the code at `addr` from [`anchor`].

@@ -152,7 +152,10 @@ fn serve(spec: &Spec) -> i32 {
             return 0;
         }
         if body.len() < wire::JOB_HEADER - 4 || body[0] != wire::JOB {
-            eprintln!("ringloop: ProcessPool worker: protocol error (frame kind {:?})", body.first());
+            eprintln!(
+                "ringloop: ProcessPool worker: protocol error (frame kind {:?})",
+                body.first()
+            );
             return EXIT_SETUP;
         }
         let call = wire::address_of(wire::u64_at(&body, 1));
