@@ -20,6 +20,8 @@ pub use gather::{
 pub use promise::{Promise, PromiseError, Take, Wait};
 pub use shield::{Shielded, shield};
 pub use timeout::{WaitFor, timeout, wait_for, wait_until};
+/// For the `Waitable` impl of `PoolFuture`, in pool/ (a layer above).
+pub(crate) use wait::sealed as waitable_sealed;
 pub use wait::{Waitable, wait};
 
 /// When [`wait`] (and `pool::wait`) returns, as asyncio's `return_when`.
