@@ -671,3 +671,69 @@ fn a_runtime_in_a_thread_local_is_dropped_at_thread_exit() {
     t.join()
         .expect("the thread (and its runtime) ended normally");
 }
+
+/// Peer bug tokio#8255: a submission that the kernel refuses with EBUSY / EAGAIN (a full
+/// completion queue) after SQEs were pushed must not free their data. A ring of 2 entries (a
+/// CQ of 4) with 128 socket operations and 64 file operations in flight at once: every buffer
+/// must hold its own bytes when its operation completes.
+#[test]
+fn a_tiny_ring_with_many_operations_in_flight_keeps_every_buffer() {
+    use ringloop::io::BufResult;
+    use ringloop::net::UnixStream;
+    const PAIRS: usize = 64;
+    const LEN: usize = 1024;
+    let pattern = |i: usize| -> Vec<u8> { (0..LEN).map(|j| (i * 31 + j * 7) as u8).collect() };
+    let rt = Runtime::builder().entries(2).build().unwrap();
+    rt.block_on(async {
+        let (reads, writes): (Vec<_>, Vec<_>) = (0..PAIRS)
+            .map(|i| {
+                let (a, b) = UnixStream::pair().unwrap();
+                let read = async move {
+                    let mut got = Vec::with_capacity(LEN);
+                    while got.len() < LEN {
+                        let BufResult(n, buf) = a.read(Vec::with_capacity(LEN)).await;
+                        assert_ne!(n.unwrap(), 0, "pair {i}: early EOF");
+                        got.extend_from_slice(&buf);
+                    }
+                    assert_eq!(got, pattern(i), "pair {i} read other bytes");
+                };
+                let write = async move {
+                    let BufResult(r, buf) = b.write_all(pattern(i)).await;
+                    r.unwrap();
+                    assert_eq!(buf, pattern(i), "pair {i}'s write buffer changed");
+                    b
+                };
+                (read, write)
+            })
+            .unzip();
+        // One poll starts every read (each waits for its peer), then every write.
+        let (_, peers) = ringloop::gather2(ringloop::gather(reads), ringloop::gather(writes)).await;
+        drop(peers);
+
+        let path = std::env::temp_dir().join(format!("ringloop-tiny-ring-{}", std::process::id()));
+        let file = ringloop::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .unwrap();
+        let file = &file;
+        let wrote = ringloop::gather((0..PAIRS).map(|i| async move {
+            let BufResult(r, buf) = file.write_all_at(pattern(i), (i * LEN) as u64).await;
+            r.unwrap();
+            assert_eq!(buf, pattern(i));
+        }))
+        .await;
+        assert_eq!(wrote.len(), PAIRS);
+        let read = ringloop::gather((0..PAIRS).map(|i| async move {
+            let BufResult(r, buf) = file.read_exact_at(vec![0u8; LEN], (i * LEN) as u64).await;
+            r.unwrap();
+            assert_eq!(buf, pattern(i), "block {i} of the file");
+        }))
+        .await;
+        assert_eq!(read.len(), PAIRS);
+        std::fs::remove_file(&path).unwrap();
+    });
+}
