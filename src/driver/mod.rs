@@ -97,6 +97,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A raw result that means "the time limit of [`op::Op::submit_within`] passed".
 const TIMED_OUT: i32 = i32::MIN;
 
+/// Set in a negated raw result (`-(NO_THREAD | errno)`) when no blocking thread could be
+/// started to run the operation: `errno` is `pthread_create`'s. Far above any errno.
+const NO_THREAD: i32 = 1 << 24;
+
 /// The result type above the driver.
 fn result_of(raw: i32) -> io::Result<u32> {
     match raw {
@@ -104,6 +108,16 @@ fn result_of(raw: i32) -> io::Result<u32> {
             io::ErrorKind::TimedOut,
             "ringloop: the operation timed out",
         )),
+        r if r < 0 && (-r) & NO_THREAD != 0 => {
+            let cause = io::Error::from_raw_os_error((-r) & !NO_THREAD);
+            Err(io::Error::new(
+                cause.kind(),
+                format!(
+                    "ringloop: could not start a thread to run a blocking operation ({cause}); \
+                     the process or user may be at its thread limit (RLIMIT_NPROC)"
+                ),
+            ))
+        }
         r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
         r => Ok(r as u32),
     }
