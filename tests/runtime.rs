@@ -34,14 +34,16 @@ fn block_on_accepts_a_task_and_is_reusable() {
     // Tasks spawned in one block_on keep running in the next one.
     let counter = Rc::new(Cell::new(0));
     let c = counter.clone();
-    rt.block_on(async move {
+    let (go, wait) = futures::channel::oneshot::channel::<()>();
+    let task = rt.block_on(async move {
         ringloop::spawn(async move {
-            ringloop::sleep(Duration::from_millis(5)).await;
+            wait.await.unwrap();
             c.set(c.get() + 1);
-        });
+        })
     });
     assert_eq!(counter.get(), 0);
-    rt.block_on(ringloop::sleep(Duration::from_millis(20)));
+    go.send(()).unwrap();
+    rt.block_on(task).unwrap();
     assert_eq!(counter.get(), 1);
 }
 
@@ -97,15 +99,14 @@ fn stop_before_run_forever_runs_one_pass() {
 fn stop_from_another_thread_wakes_a_parked_loop() {
     let rt = Runtime::new().unwrap();
     let handle = rt.handle();
+    let loop_tid = support::thread_id();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        support::wait_until_parked(loop_tid);
         handle.stop();
     });
-    let start = Instant::now();
-    // Nothing to do: the loop parks in io_uring_enter with no timeout; only the eventfd
-    // written by stop() can end the park.
+    // Nothing to do: the loop parks (io_uring_enter or epoll_wait) with no timeout; only the
+    // eventfd written by stop() can end the park.
     rt.run_forever();
-    assert!(start.elapsed() >= Duration::from_millis(50));
     t.join().unwrap();
 }
 
@@ -116,8 +117,9 @@ fn call_soon_threadsafe_runs_on_the_loop_thread() {
     let loop_thread = std::thread::current().id();
     let ran_on = Arc::new(std::sync::Mutex::new(None));
     let r = ran_on.clone();
+    let loop_tid = support::thread_id();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        support::wait_until_parked(loop_tid);
         let h2 = handle.clone();
         assert!(handle.call_soon_threadsafe(move || {
             *r.lock().unwrap() = Some(std::thread::current().id());
@@ -133,8 +135,9 @@ fn call_soon_threadsafe_runs_on_the_loop_thread() {
 fn a_waker_used_from_another_thread_wakes_a_parked_task() {
     ringloop::run(async {
         let (tx, rx) = futures::channel::oneshot::channel();
+        let loop_tid = support::thread_id();
         let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            support::wait_until_parked(loop_tid);
             tx.send(7).unwrap();
         });
         let task = ringloop::spawn(async move { rx.await.unwrap() });
@@ -258,8 +261,10 @@ fn dropping_the_runtime_drops_pending_tasks_on_its_thread() {
             on_drop: dropped.clone(),
         };
         let f = finished.clone();
+        let (started, has_started) = futures::channel::oneshot::channel::<()>();
         let task = rt.spawn(async move {
             let _g = guard;
+            started.send(()).unwrap();
             ringloop::sleep(Duration::from_secs(3600)).await;
             f.set(true);
         });
@@ -269,7 +274,8 @@ fn dropping_the_runtime_drops_pending_tasks_on_its_thread() {
             assert!(t.is_cancelled());
             c.set(c.get() + 1);
         });
-        rt.block_on(ringloop::sleep(Duration::from_millis(2)));
+        // The task runs up to its sleep.
+        rt.block_on(has_started).unwrap();
         assert_eq!(dropped.get(), None);
         drop(rt);
         assert_eq!(dropped.get(), Some(std::thread::current().id()));
@@ -637,8 +643,9 @@ fn an_sqpoll_runtime_works_or_says_why_not() {
                 count
             });
             assert_eq!(n, 1000);
+            let loop_tid = support::thread_id();
             let t = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
+                support::wait_until_parked(loop_tid);
                 handle.stop();
             });
             rt.run_forever();
