@@ -55,7 +55,7 @@ mod sync;
 pub use driver::DriverKind;
 pub use future::{
     AsCompleted, AsCompletedUntil, Elapsed, Gather, Promise, PromiseError, ReturnWhen, Shielded,
-    TryGather, WaitFor, Waitable, as_completed, as_completed_until, gather, gather2, gather3,
+    Take, TryGather, WaitFor, Waitable, as_completed, as_completed_until, gather, gather2, gather3,
     gather4, gather5, gather6, shield, timeout, try_gather, try_gather2, try_gather3, try_gather4,
     try_gather5, try_gather6, wait, wait_for, wait_until,
 };

@@ -127,14 +127,21 @@ fn call_soon_threadsafe_from_many_threads() {
     let handle = rt.handle();
     let count = Rc::new(std::cell::Cell::new(0));
     let total = 4 * 500;
+    let all_ran = ringloop::Promise::<()>::new();
+    let waiting = all_ran.clone();
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let handle = handle.clone();
+            let all_ran = all_ran.clone();
             std::thread::spawn(move || {
                 for _ in 0..500 {
+                    let all_ran = all_ran.clone();
                     // The closure is Send; it reaches loop state through call_soon.
-                    assert!(handle.call_soon_threadsafe(|| {
-                        COUNT.with(|c| c.set(c.get() + 1));
+                    assert!(handle.call_soon_threadsafe(move || {
+                        // The last callback to run ends the loop's wait.
+                        if COUNT.with(|c| c.replace(c.get() + 1)) + 1 == total {
+                            all_ran.set_result(()).unwrap();
+                        }
                     }));
                 }
             })
@@ -143,15 +150,12 @@ fn call_soon_threadsafe_from_many_threads() {
     thread_local!(static COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
     let c = count.clone();
     rt.block_on(async move {
-        for t in threads {
-            while !t.is_finished() {
-                ringloop::sleep(Duration::from_millis(1)).await;
-            }
-            t.join().unwrap();
-        }
-        ringloop::sleep(Duration::from_millis(2)).await;
+        waiting.await.unwrap();
         c.set(COUNT.with(|c| c.get()));
     });
+    for t in threads {
+        t.join().unwrap();
+    }
     assert_eq!(count.get(), total);
 }
 

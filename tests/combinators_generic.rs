@@ -720,6 +720,67 @@ fn cancelling_wakes_waiters_with_cancelled() {
     assert!(out.borrow_mut().take().unwrap().unwrap_err().is_cancelled());
 }
 
+/// A value that is not `Clone`: only `take` can get it out.
+#[derive(Debug)]
+struct NotClone(Vec<u8>);
+
+/// Issue 13: `Promise<T>` could only be awaited for `T: Clone`; `take` waits and moves the
+/// value out.
+#[test]
+fn promise_take_moves_a_value_that_is_not_clone() {
+    let mut pool = LocalPool::new();
+    let p = Promise::<NotClone>::new();
+    let watcher = p.clone();
+    let out = spawn_output(&pool, p.clone().take());
+    pool.run_until_stalled();
+    assert!(out.borrow().is_none(), "waits while pending");
+    assert!(p.set_result(NotClone(b"moved".to_vec())).is_ok());
+    pool.run_until_stalled();
+    let got = out.borrow_mut().take().unwrap().unwrap();
+    assert_eq!(got.0, b"moved");
+    // Still done for every clone; the value is gone.
+    assert!(watcher.done());
+    assert!(watcher.exception().unwrap().is_none());
+    assert_eq!(format!("{watcher:?}"), r#"Promise { state: "taken" }"#);
+}
+
+#[test]
+fn promise_take_gives_cancellation_and_exception_to_every_clone() {
+    let p = Promise::<NotClone>::new();
+    let q = p.clone();
+    assert!(p.cancel());
+    assert!(block_on(q.take()).unwrap_err().is_cancelled());
+    assert!(block_on(p.clone().take()).unwrap_err().is_cancelled());
+
+    let p = Promise::<NotClone>::new();
+    p.set_exception("boom").unwrap();
+    let e = block_on(p.clone().take()).unwrap_err();
+    assert_eq!(e.exception().unwrap().to_string(), "boom");
+    assert!(block_on(p.take()).unwrap_err().is_exception());
+}
+
+#[test]
+fn promise_take_dropped_before_the_result_takes_nothing() {
+    let mut pool = LocalPool::new();
+    let p = Promise::<u32>::new();
+    let out = spawn_output(&pool, p.clone().take());
+    pool.run_until_stalled();
+    drop(pool);
+    drop(out);
+    p.set_result(5).unwrap();
+    assert_eq!(p.result().unwrap(), 5);
+    assert_eq!(block_on(p.take()).unwrap(), 5);
+}
+
+#[test]
+#[should_panic(expected = "already moved out")]
+fn promise_result_after_take_panics() {
+    let p = Promise::<u32>::new();
+    p.set_result(1).unwrap();
+    assert_eq!(block_on(p.clone().take()).unwrap(), 1);
+    let _ = p.result();
+}
+
 #[test]
 fn promise_set_from_another_thread_wakes_the_waiter() {
     let p = Promise::<u64>::new();

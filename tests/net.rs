@@ -427,8 +427,112 @@ fn std_conversions() {
         let mut got = [0u8; 4];
         c.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"back");
-        let _: std::net::TcpListener = listener.into();
+        let (_, accepted): (std::net::TcpListener, _) = listener.into_std().await.unwrap();
+        assert!(accepted.is_empty(), "nothing waited to be accepted");
     });
+}
+
+/// Serves every connection of `clients` (each has sent its index as one byte) through the
+/// connections a listener's `into_std` handed back and then its std listener's backlog, and
+/// checks each client gets its answer: none was closed (EOF) or reset.
+fn serve_after_into_std<S: Read + Write>(
+    accepted: Vec<S>,
+    mut accept_std: impl FnMut() -> std::io::Result<S>,
+    clients: &mut [impl Read],
+    set_blocking: impl Fn(&S),
+) {
+    let mut servers = accepted;
+    // Everything else is in the backlog: every client finished connecting before into_std.
+    loop {
+        match accept_std() {
+            Ok(s) => servers.push(s),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    assert_eq!(servers.len(), clients.len(), "a connection was lost");
+    for mut server in servers {
+        set_blocking(&server);
+        let mut id = [0u8; 1];
+        server.read_exact(&mut id).unwrap();
+        server.write_all(&[id[0], b'!']).unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut answer = [0u8; 2];
+        client
+            .read_exact(&mut answer)
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(answer, [i as u8, b'!']);
+    }
+}
+
+/// Issue 13: turning a listener into a std listener closed the connections its multishot
+/// accept had taken ahead (io_uring): their clients saw EOF. `into_std` now hands them back.
+#[test]
+fn a_tcp_listener_turned_into_std_loses_no_connection() {
+    const CLIENTS: usize = 24;
+    ringloop::run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The first accept arms the multishot accept, where the driver has one.
+        let _first = std::net::TcpStream::connect(addr).unwrap();
+        let _ = listener.accept().await.unwrap();
+        let mut clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(&[i as u8]).unwrap();
+                c
+            })
+            .collect();
+        // A few passes of the loop, so the multishot accept (if any) takes connections ahead.
+        for _ in 0..4 {
+            ringloop::io::nop().await.unwrap();
+        }
+        let (std_listener, accepted) = listener.into_std().await.unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let accepted: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
+        serve_after_into_std(
+            accepted,
+            || std_listener.accept().map(|(s, _)| s),
+            &mut clients,
+            |s| s.set_nonblocking(false).unwrap(),
+        );
+    });
+}
+
+/// Issue 13, for Unix listeners.
+#[test]
+fn a_unix_listener_turned_into_std_loses_no_connection() {
+    const CLIENTS: usize = 24;
+    let dir = temp_dir("into-std");
+    let path = dir.join("sock");
+    ringloop::run(async {
+        let listener = UnixListener::bind(&path).unwrap();
+        let _first = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _ = listener.accept().await.unwrap();
+        let mut clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(&[i as u8]).unwrap();
+                c
+            })
+            .collect();
+        for _ in 0..4 {
+            ringloop::io::nop().await.unwrap();
+        }
+        let (std_listener, accepted) = listener.into_std().await.unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let accepted: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
+        serve_after_into_std(
+            accepted,
+            || std_listener.accept().map(|(s, _)| s),
+            &mut clients,
+            |s| s.set_nonblocking(false).unwrap(),
+        );
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -452,3 +452,92 @@ fn a_tiny_ring_with_thousands_of_reads_in_flight_loses_nothing() {
         }
     });
 }
+
+/// A heap block the size of a connect's boxed address (a `sockaddr_storage` and its length),
+/// holding `addr`: if a dropped connect's address were freed early, such blocks would take its
+/// place, and the kernel would connect to `addr` instead.
+fn address_lookalike(addr: std::net::SocketAddr) -> Vec<u8> {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        unreachable!("the trap listens on 127.0.0.1");
+    };
+    let mut block = Vec::with_capacity(136);
+    block.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    block.extend_from_slice(&v4.port().to_be_bytes());
+    block.extend_from_slice(&v4.ip().octets());
+    block.resize(128, 0);
+    block.extend_from_slice(&(size_of::<libc::sockaddr_in>() as u32).to_ne_bytes());
+    block.resize(136, 0);
+    block
+}
+
+/// Peer bug tokio-uring#125: a connect whose future is dropped must keep its address alive
+/// until the kernel is done with it. Connect futures are dropped with their SQE still queued
+/// (the address not yet read by the kernel) and while the kernel waits for a handshake (a
+/// listener whose accept queue is full drops SYNs), and the freed heap is refilled with
+/// lookalike addresses of a trap listener: nothing may ever connect to the trap, and the
+/// target still accepts and the loop still serves afterwards.
+#[test]
+fn dropped_connects_keep_their_address_until_the_kernel_is_done() {
+    ringloop::run(async {
+        let target = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = target.local_addr().unwrap();
+        let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        trap.set_nonblocking(true).unwrap();
+        let trap_addr = trap.local_addr().unwrap();
+
+        // Dropped right after the first poll: the SQE waits in the queue.
+        for _ in 0..200 {
+            {
+                let mut connect = pin!(TcpStream::connect(addr));
+                assert!(poll!(connect.as_mut()).is_pending());
+            }
+            let lookalikes: Vec<_> = (0..8).map(|_| address_lookalike(trap_addr)).collect();
+            // The loop submits (the kernel reads what the SQE points to) and reaps.
+            ringloop::io::nop().await.unwrap();
+            drop(lookalikes);
+        }
+
+        // Dropped while the kernel waits for the handshake: a backlog of 0, filled by one
+        // connection nobody accepts, makes the kernel drop the SYNs.
+        let full =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let _filler = std::net::TcpStream::connect(full_addr).unwrap();
+        for _ in 0..50 {
+            {
+                let mut connect = pin!(TcpStream::connect(full_addr));
+                assert!(poll!(connect.as_mut()).is_pending());
+                ringloop::io::nop().await.unwrap();
+                assert!(
+                    poll!(connect.as_mut()).is_pending(),
+                    "the accept queue is full"
+                );
+            }
+            let lookalikes: Vec<_> = (0..8).map(|_| address_lookalike(trap_addr)).collect();
+            ringloop::io::nop().await.unwrap();
+            drop(lookalikes);
+        }
+
+        match trap.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a dropped connect reached the trap: {other:?}"),
+        }
+        // The target serves a connect that is awaited, after whatever the dropped ones did.
+        let client = TcpStream::connect(addr).await.unwrap();
+        let mine = client.local_addr().unwrap();
+        loop {
+            let (_, peer) = target.accept().await.unwrap();
+            if peer == mine {
+                break;
+            }
+        }
+    });
+}

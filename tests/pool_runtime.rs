@@ -440,3 +440,70 @@ fn a_true_cancel_while_running_always_means_cancelled() {
     assert_eq!(result, Err(PoolError::Cancelled));
     assert!(fut.cancelled());
 }
+
+/// Peer bug tokio#8406: where no thread can be started (RLIMIT_NPROC reached), a job for the
+/// blocking pool, or for the epoll driver's blocking threads, must fail with an error that
+/// says so, not wait forever for a thread that never comes. Runs in a child process, which
+/// drops root first (root is exempt from RLIMIT_NPROC) and then allows itself no new thread.
+#[test]
+fn where_no_thread_can_start_blocking_jobs_fail_clearly() {
+    const CHILD: &str = "RINGLOOP_TEST_NO_THREADS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = support::rerun_in_child(
+            "where_no_thread_can_start_blocking_jobs_fail_clearly",
+            CHILD,
+        );
+        assert!(out.contains("both failed clearly"), "{out}");
+        return;
+    }
+    let rt = Runtime::new().unwrap();
+    let epoll = Runtime::builder()
+        .driver(ringloop::DriverKind::Epoll)
+        .build()
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("ringloop-no-threads-{}", std::process::id()));
+    std::fs::write(&path, b"unread").unwrap();
+    // SAFETY: a plain syscall without pointers.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // Still removable by the child once it is nobody.
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    // SAFETY: plain syscalls without pointers, then one with a pointer to a live local.
+    unsafe {
+        if root {
+            assert_eq!(libc::setgid(65534), 0, "setgid(nobody)");
+            assert_eq!(libc::setuid(65534), 0, "setuid(nobody)");
+        }
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NPROC, &none), 0);
+    }
+    assert!(
+        std::thread::Builder::new().spawn(|| ()).is_err(),
+        "RLIMIT_NPROC should refuse new threads here"
+    );
+
+    let job = rt.block_on(async {
+        ringloop::wait_for(ringloop::spawn_blocking(|| 42), Duration::from_secs(20)).await
+    });
+    match job {
+        Ok(Err(PoolError::Broken(why))) => {
+            assert!(why.contains("could not start a worker thread"), "{why}")
+        }
+        other => panic!("spawn_blocking without threads: {other:?}"),
+    }
+
+    let read = epoll.block_on(async {
+        ringloop::wait_for(ringloop::fs::read(&path), Duration::from_secs(20)).await
+    });
+    let err = match read {
+        Ok(Err(e)) => e,
+        other => panic!("a file read on epoll without threads: {other:?}"),
+    };
+    assert!(err.to_string().contains("thread"), "names the cause: {err}");
+    std::fs::remove_file(&path).unwrap();
+    println!("both failed clearly: {err}");
+}

@@ -34,14 +34,16 @@ fn block_on_accepts_a_task_and_is_reusable() {
     // Tasks spawned in one block_on keep running in the next one.
     let counter = Rc::new(Cell::new(0));
     let c = counter.clone();
-    rt.block_on(async move {
+    let (go, wait) = futures::channel::oneshot::channel::<()>();
+    let task = rt.block_on(async move {
         ringloop::spawn(async move {
-            ringloop::sleep(Duration::from_millis(5)).await;
+            wait.await.unwrap();
             c.set(c.get() + 1);
-        });
+        })
     });
     assert_eq!(counter.get(), 0);
-    rt.block_on(ringloop::sleep(Duration::from_millis(20)));
+    go.send(()).unwrap();
+    rt.block_on(task).unwrap();
     assert_eq!(counter.get(), 1);
 }
 
@@ -97,15 +99,14 @@ fn stop_before_run_forever_runs_one_pass() {
 fn stop_from_another_thread_wakes_a_parked_loop() {
     let rt = Runtime::new().unwrap();
     let handle = rt.handle();
+    let loop_tid = support::thread_id();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        support::wait_until_parked(loop_tid);
         handle.stop();
     });
-    let start = Instant::now();
-    // Nothing to do: the loop parks in io_uring_enter with no timeout; only the eventfd
-    // written by stop() can end the park.
+    // Nothing to do: the loop parks (io_uring_enter or epoll_wait) with no timeout; only the
+    // eventfd written by stop() can end the park.
     rt.run_forever();
-    assert!(start.elapsed() >= Duration::from_millis(50));
     t.join().unwrap();
 }
 
@@ -116,8 +117,9 @@ fn call_soon_threadsafe_runs_on_the_loop_thread() {
     let loop_thread = std::thread::current().id();
     let ran_on = Arc::new(std::sync::Mutex::new(None));
     let r = ran_on.clone();
+    let loop_tid = support::thread_id();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        support::wait_until_parked(loop_tid);
         let h2 = handle.clone();
         assert!(handle.call_soon_threadsafe(move || {
             *r.lock().unwrap() = Some(std::thread::current().id());
@@ -133,8 +135,9 @@ fn call_soon_threadsafe_runs_on_the_loop_thread() {
 fn a_waker_used_from_another_thread_wakes_a_parked_task() {
     ringloop::run(async {
         let (tx, rx) = futures::channel::oneshot::channel();
+        let loop_tid = support::thread_id();
         let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            support::wait_until_parked(loop_tid);
             tx.send(7).unwrap();
         });
         let task = ringloop::spawn(async move { rx.await.unwrap() });
@@ -258,8 +261,10 @@ fn dropping_the_runtime_drops_pending_tasks_on_its_thread() {
             on_drop: dropped.clone(),
         };
         let f = finished.clone();
+        let (started, has_started) = futures::channel::oneshot::channel::<()>();
         let task = rt.spawn(async move {
             let _g = guard;
+            started.send(()).unwrap();
             ringloop::sleep(Duration::from_secs(3600)).await;
             f.set(true);
         });
@@ -269,7 +274,8 @@ fn dropping_the_runtime_drops_pending_tasks_on_its_thread() {
             assert!(t.is_cancelled());
             c.set(c.get() + 1);
         });
-        rt.block_on(ringloop::sleep(Duration::from_millis(2)));
+        // The task runs up to its sleep.
+        rt.block_on(has_started).unwrap();
         assert_eq!(dropped.get(), None);
         drop(rt);
         assert_eq!(dropped.get(), Some(std::thread::current().id()));
@@ -637,8 +643,9 @@ fn an_sqpoll_runtime_works_or_says_why_not() {
                 count
             });
             assert_eq!(n, 1000);
+            let loop_tid = support::thread_id();
             let t = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
+                support::wait_until_parked(loop_tid);
                 handle.stop();
             });
             rt.run_forever();
@@ -670,4 +677,70 @@ fn a_runtime_in_a_thread_local_is_dropped_at_thread_exit() {
     });
     t.join()
         .expect("the thread (and its runtime) ended normally");
+}
+
+/// Peer bug tokio#8255: a submission that the kernel refuses with EBUSY / EAGAIN (a full
+/// completion queue) after SQEs were pushed must not free their data. A ring of 2 entries (a
+/// CQ of 4) with 128 socket operations and 64 file operations in flight at once: every buffer
+/// must hold its own bytes when its operation completes.
+#[test]
+fn a_tiny_ring_with_many_operations_in_flight_keeps_every_buffer() {
+    use ringloop::io::BufResult;
+    use ringloop::net::UnixStream;
+    const PAIRS: usize = 64;
+    const LEN: usize = 1024;
+    let pattern = |i: usize| -> Vec<u8> { (0..LEN).map(|j| (i * 31 + j * 7) as u8).collect() };
+    let rt = Runtime::builder().entries(2).build().unwrap();
+    rt.block_on(async {
+        let (reads, writes): (Vec<_>, Vec<_>) = (0..PAIRS)
+            .map(|i| {
+                let (a, b) = UnixStream::pair().unwrap();
+                let read = async move {
+                    let mut got = Vec::with_capacity(LEN);
+                    while got.len() < LEN {
+                        let BufResult(n, buf) = a.read(Vec::with_capacity(LEN)).await;
+                        assert_ne!(n.unwrap(), 0, "pair {i}: early EOF");
+                        got.extend_from_slice(&buf);
+                    }
+                    assert_eq!(got, pattern(i), "pair {i} read other bytes");
+                };
+                let write = async move {
+                    let BufResult(r, buf) = b.write_all(pattern(i)).await;
+                    r.unwrap();
+                    assert_eq!(buf, pattern(i), "pair {i}'s write buffer changed");
+                    b
+                };
+                (read, write)
+            })
+            .unzip();
+        // One poll starts every read (each waits for its peer), then every write.
+        let (_, peers) = ringloop::gather2(ringloop::gather(reads), ringloop::gather(writes)).await;
+        drop(peers);
+
+        let path = std::env::temp_dir().join(format!("ringloop-tiny-ring-{}", std::process::id()));
+        let file = ringloop::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .unwrap();
+        let file = &file;
+        let wrote = ringloop::gather((0..PAIRS).map(|i| async move {
+            let BufResult(r, buf) = file.write_all_at(pattern(i), (i * LEN) as u64).await;
+            r.unwrap();
+            assert_eq!(buf, pattern(i));
+        }))
+        .await;
+        assert_eq!(wrote.len(), PAIRS);
+        let read = ringloop::gather((0..PAIRS).map(|i| async move {
+            let BufResult(r, buf) = file.read_exact_at(vec![0u8; LEN], (i * LEN) as u64).await;
+            r.unwrap();
+            assert_eq!(buf, pattern(i), "block {i} of the file");
+        }))
+        .await;
+        assert_eq!(read.len(), PAIRS);
+        std::fs::remove_file(&path).unwrap();
+    });
 }

@@ -203,7 +203,8 @@ fn reuse_port_listeners_on_two_shards_serve_every_connection() {
     let rt = ShardedRuntime::new(2).unwrap();
     let probe = TcpListener::bind_reuse_port("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
-    let probe = std::net::TcpListener::from(probe);
+    // Never accepted on: the conversion has nothing to wait for.
+    let (probe, _) = futures::executor::block_on(probe.into_std()).unwrap();
     let served = Arc::new(AtomicUsize::new(0));
     // Each shard binds its own listener on the same address and echoes until it has seen
     // its share; the clients run on a plain thread.

@@ -96,72 +96,188 @@ fn nothing_above_the_driver_names_an_io_uring_concept() {
     );
 }
 
-#[test]
-fn layers_only_use_the_layers_below() {
-    // Layer order (DESIGN.md): buf -> driver -> runtime -> future -> io/fs/net -> pool -> shard.
-    let forbidden: &[(&str, &[&str])] = &[
-        ("buf.rs", &["crate::"]),
-        ("sync.rs", &["crate::"]),
-        (
-            "driver/",
-            &[
-                "crate::io",
-                "crate::runtime",
-                "crate::future",
-                "crate::fs",
-                "crate::net",
-                "crate::pool",
-                "crate::shard",
-            ],
-        ),
-        (
-            "runtime/",
-            &[
-                "crate::future",
-                "crate::fs",
-                "crate::net",
-                "crate::pool",
-                "crate::shard",
-            ],
-        ),
-        ("future/", &["crate::driver", "crate::fs", "crate::net"]),
-        (
-            "io/",
-            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
-        ),
-        ("pool/", &["crate::shard", "crate::hyper"]),
-        (
-            "fs/",
-            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
-        ),
-        ("net/", &["crate::pool", "crate::spawn_blocking"]),
-        (
-            "signal/",
-            &["crate::pool", "crate::spawn_blocking", "crate::shard"],
-        ),
-    ];
-    let mut offenders = Vec::new();
-    for path in rust_files(&src()) {
-        let name = rel(&path);
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (prefix, banned) in forbidden {
-            if !name.starts_with(prefix) {
-                continue;
-            }
-            for (n, line) in code_lines(&text) {
-                for b in *banned {
-                    if line.contains(b) {
-                        offenders.push(format!("{name}:{}: uses {b}", n + 1));
-                    }
-                }
-            }
+/// The layers of ARCHITECTURE.md, bottom first, read from its first `text` block: each line
+/// starts with the layer's folders (`driver/`) or files (`buf.rs`); several on one line are
+/// one rank ("fs/ net/"). Returns (module name, rank).
+fn layers() -> Vec<(String, usize)> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    let block = doc
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("ARCHITECTURE.md has a text block with the layers");
+    let mut out = Vec::new();
+    for (rank, line) in block.lines().enumerate() {
+        for word in line.split_whitespace() {
+            let name = if let Some(dir) = word.strip_suffix('/') {
+                dir
+            } else if let Some(file) = word.strip_suffix(".rs") {
+                file
+            } else {
+                break;
+            };
+            out.push((name.to_owned(), rank));
         }
     }
     assert!(
+        out.len() >= 10,
+        "too few layers read from ARCHITECTURE.md: {out:?}"
+    );
+    out
+}
+
+/// The crate root's re-exports (`pub use runtime::task::{spawn, ..};` in lib.rs): name ->
+/// the module it comes from, so `crate::spawn` counts as a use of `runtime`.
+fn root_reexports() -> Vec<(String, String)> {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let mut out = Vec::new();
+    for stmt in lib.split("pub use ").skip(1) {
+        let stmt = stmt.split(';').next().unwrap();
+        let module = stmt.split("::").next().unwrap().trim().to_owned();
+        let names = match (stmt.find('{'), stmt.rfind('}')) {
+            (Some(a), Some(b)) => stmt[a + 1..b].to_owned(),
+            _ => stmt.rsplit("::").next().unwrap().to_owned(),
+        };
+        for name in names.split(',') {
+            let name = name.trim();
+            if !name.is_empty() {
+                out.push((name.to_owned(), module.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The crate-level names a line of code reaches: `crate::x` and, from a module at `path`,
+/// `super::` chains that climb to the crate root.
+fn crate_level_uses(line: &str, path: &[String]) -> Vec<String> {
+    let bytes = line.as_bytes();
+    let ident_end = |from: usize| {
+        from + line[from..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(line.len() - from)
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if boundary && line[i..].starts_with("crate::") {
+            let from = i + "crate::".len();
+            let end = ident_end(from);
+            out.push(line[from..end].to_owned());
+            i = end;
+        } else if boundary && line[i..].starts_with("super::") {
+            let mut depth = path.len();
+            let mut j = i;
+            while line[j..].starts_with("super::") {
+                depth = depth.saturating_sub(1);
+                j += "super::".len();
+            }
+            let end = ident_end(j);
+            if depth == 0 {
+                out.push(line[j..end].to_owned());
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// ARCHITECTURE.md: "Its layers are the folders of `src/`; each depends only on the ones
+/// listed before it". Every `crate::` path (and every `super::` that climbs to the crate
+/// root), also through the root's re-exports, must name the file's own layer or one of a
+/// lower rank. Layers on one line (fs/ and net/) do not use each other.
+#[test]
+fn layers_only_use_the_layers_below() {
+    let layers = layers();
+    let rank = |name: &str| layers.iter().find(|(n, _)| n == name).map(|(_, r)| *r);
+    let reexports = root_reexports();
+    let mut offenders = Vec::new();
+    let mut checked = 0;
+    for path in rust_files(&src()) {
+        let name = rel(&path);
+        let mut module: Vec<String> = name
+            .trim_end_matches(".rs")
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        if module.last().is_some_and(|m| m == "mod") {
+            module.pop();
+        }
+        let own = module[0].clone();
+        // lib.rs is the root, above every layer; loom.rs is the loom/std switch of the
+        // runtime's atomics, not a layer.
+        let Some(own_rank) = rank(&own) else {
+            assert!(
+                name == "lib.rs" || name == "loom.rs",
+                "{name}: not in ARCHITECTURE.md's layers"
+            );
+            continue;
+        };
+        checked += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in code_lines(&text) {
+            for used in crate_level_uses(line, &module) {
+                let target = match rank(&used) {
+                    Some(_) => used.clone(),
+                    None => match reexports.iter().find(|(r, _)| *r == used) {
+                        Some((_, module)) => module.clone(),
+                        // Macros and the loom switch.
+                        None => continue,
+                    },
+                };
+                if target == own {
+                    continue;
+                }
+                let target_rank = rank(&target).unwrap_or_else(|| {
+                    panic!("lib.rs re-exports {used} from {target}, which is not a layer")
+                });
+                if target_rank >= own_rank {
+                    offenders.push(format!(
+                        "{name}:{}: {own}/ uses {target} (crate::{used}), not below it",
+                        n + 1
+                    ));
+                }
+            }
+            // ARCHITECTURE.md, future/: "they use the runtime ... but never the driver".
+            if own == "future" && line.contains("crate::driver") {
+                offenders.push(format!("{name}:{}: future/ uses the driver", n + 1));
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} files were checked");
+    assert!(
         offenders.is_empty(),
-        "a layer reaches up:\n{}",
+        "a layer reaches up (ARCHITECTURE.md lists the order):\n{}",
         offenders.join("\n")
     );
+}
+
+/// The check above must catch a use of a higher layer, direct or through a re-export.
+#[test]
+fn the_layer_check_sees_crate_and_super_paths() {
+    let net_tcp = ["net".to_owned(), "tcp".to_owned()];
+    assert_eq!(
+        crate_level_uses("use crate::pool::ThreadPool; crate::spawn(x)", &net_tcp),
+        ["pool", "spawn"]
+    );
+    assert_eq!(
+        crate_level_uses("use super::super::shard; use super::addr;", &net_tcp),
+        ["shard"]
+    );
+    assert!(crate_level_uses("my_crate::pool", &net_tcp).is_empty());
+    let reexports = root_reexports();
+    assert!(reexports.contains(&("spawn_blocking".to_owned(), "pool".to_owned())));
+    assert!(reexports.contains(&("spawn".to_owned(), "runtime".to_owned())));
+    let layers = layers();
+    let rank = |n: &str| layers.iter().find(|(l, _)| l == n).unwrap().1;
+    assert!(rank("buf") < rank("driver") && rank("driver") < rank("runtime"));
+    assert_eq!(rank("fs"), rank("net"));
+    assert!(rank("net") < rank("pool") && rank("pool") < rank("shard"));
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::task::{Poll, Waker};
 use super::fd::SharedFd;
 use super::op::Op;
 use super::op::net::{self as op, RawAddr};
-use super::{DriverRef, MultishotEvent};
+use super::{MultishotCancel, MultishotEvent};
 
 /// The accept side of one listener. See the module docs.
 #[derive(Debug, Default)]
@@ -44,9 +44,14 @@ struct AcceptState {
     multishot: Multishot,
     /// The error that ended the multishot request, for the next accept.
     error: Option<io::Error>,
-    /// The driver the multishot request is on (kept so it can be cancelled from anywhere,
-    /// also outside `block_on`).
-    driver: Option<DriverRef>,
+    /// The cancellation handle of the armed multishot request (it works from anywhere, also
+    /// outside `block_on` and while the driver is borrowed).
+    armed: Option<MultishotCancel>,
+    /// Whether the armed request has been asked to end (a pause, or [`Acceptor::stop`]).
+    cancelling: bool,
+    /// Single-shot accepts whose future was dropped and whose result has not come yet (one may
+    /// still bring a connection for `ready`).
+    orphans_in_flight: usize,
 }
 
 /// Connections a listener accepts ahead of `accept()` calls before it pauses its multishot
@@ -86,31 +91,31 @@ impl AcceptState {
                 if let Ok(addr) = op::peer_addr(fd.as_raw_fd()) {
                     s.ready.push_back((fd, addr));
                 }
-                if let Multishot::Armed(key) = s.multishot
-                    && s.ready.len() >= ACCEPT_AHEAD
-                    && let Some(driver) = &s.driver
-                {
+                if s.ready.len() >= ACCEPT_AHEAD {
                     // Pause: the final completion marks the request ended, and the next
                     // accept() that finds `ready` empty arms a new one.
-                    cancel_multishot(driver, key);
+                    s.cancel_multishot();
                 }
             } else if c.result != -libc::ECANCELED {
                 s.error = Some(io::Error::from_raw_os_error(-c.result));
             }
             if !c.more {
                 s.multishot = Multishot::Ended;
+                s.armed = None;
+                s.cancelling = false;
             }
         }
         AcceptState::wake_all(state);
     }
-}
 
-/// Ends a multishot operation and hands the cancellation to the kernel at once. Works outside
-/// the runtime's `block_on` too.
-fn cancel_multishot(driver: &DriverRef, key: usize) {
-    if let Ok(mut driver) = driver.try_borrow_mut() {
-        driver.cancel_multishot(key);
-        let _ = driver.flush_submissions();
+    /// Asks the armed multishot request (if any) to end, once.
+    fn cancel_multishot(&mut self) {
+        if let (Multishot::Armed(_), Some(armed), false) =
+            (self.multishot, &self.armed, self.cancelling)
+        {
+            self.cancelling = true;
+            armed.cancel();
+        }
     }
 }
 
@@ -145,9 +150,10 @@ impl Acceptor {
                         }
                     });
                     let driver = super::current();
+                    let handler: super::MultishotHandler = handler;
                     let armed = driver
                         .borrow_mut()
-                        .accept_multishot(fd.as_raw_fd(), handler);
+                        .accept_multishot(fd.as_raw_fd(), Rc::clone(&handler));
                     match armed {
                         None => {
                             s.multishot = Multishot::Unsupported;
@@ -155,7 +161,8 @@ impl Acceptor {
                         }
                         Some(Ok(key)) => {
                             s.multishot = Multishot::Armed(key);
-                            s.driver = Some(driver);
+                            s.armed = Some(MultishotCancel::new(driver, key, &handler));
+                            s.cancelling = false;
                         }
                         Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                     }
@@ -179,16 +186,23 @@ impl Acceptor {
         let mut op = Op::submit(op::Accept::new(fd))
             .map_err(|(e, _)| e)?
             .on_orphan(move |r: Option<io::Result<u32>>, accept: op::Accept| {
+                let mut s = state.borrow_mut();
+                s.orphans_in_flight -= 1;
                 if let Some(Ok(new_fd)) = r {
                     // SAFETY: the kernel created this fd for the cancelled accept; nobody
                     // else owns it.
                     let new_fd = unsafe { OwnedFd::from_raw_fd(new_fd as RawFd) };
-                    state.borrow_mut().ready.push_back((new_fd, accept.addr));
-                    AcceptState::wake_all(&state);
+                    s.ready.push_back((new_fd, accept.addr));
                 }
+                drop(s);
+                AcceptState::wake_all(&state);
             });
+        // Counted until the result is collected below; if the future is dropped first, the
+        // orphan handler (which always runs, once the result comes) uncounts it.
+        self.state.borrow_mut().orphans_in_flight += 1;
         poll_fn(|cx| {
             if let Poll::Ready((r, accept)) = Pin::new(&mut op).poll(cx) {
+                self.state.borrow_mut().orphans_in_flight -= 1;
                 let new_fd = r? as RawFd;
                 // SAFETY: as above: a fresh fd from the kernel, owned by nobody else.
                 let new_fd = unsafe { OwnedFd::from_raw_fd(new_fd) };
@@ -207,6 +221,32 @@ impl Acceptor {
         .await
     }
 
+    /// Stops accepting, for a conversion into a std listener: ends the multishot request (if
+    /// armed) and waits for its last completion and for the results of cancelled single-shot
+    /// accepts, then returns every connection accepted and not yet handed out, in the order
+    /// they were accepted. Connections the kernel has not accepted stay in the listening
+    /// socket's backlog. Must be awaited on the loop the listener accepted on (which delivers
+    /// those completions); finishes at once if there is nothing to wait for.
+    pub(crate) async fn stop(self) -> Vec<(OwnedFd, Box<RawAddr>)> {
+        self.state.borrow_mut().cancel_multishot();
+        poll_fn(|cx| {
+            let mut s = self.state.borrow_mut();
+            if matches!(s.multishot, Multishot::Armed(_)) || s.orphans_in_flight > 0 {
+                if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.waiters.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let mut s = self.state.borrow_mut();
+        // An error that ended the request concerned this listener's accepting on the loop,
+        // which is over; the std listener reports its own.
+        s.error = None;
+        std::mem::take(&mut s.ready).into()
+    }
+
     /// How accepts are made: "multishot", "single-shot", or "not yet" (a diagnostic for
     /// tests).
     pub(crate) fn mode(&self) -> &'static str {
@@ -220,11 +260,8 @@ impl Acceptor {
 
 impl Drop for Acceptor {
     fn drop(&mut self) {
-        let s = self.state.borrow();
-        if let (Multishot::Armed(key), Some(driver)) = (s.multishot, &s.driver) {
-            // The request holds the listening socket open in the kernel: cancel it now, so
-            // that closing the listener refuses new connections at once.
-            cancel_multishot(driver, key);
-        }
+        // The request holds the listening socket open in the kernel: cancel it now, so that
+        // closing the listener refuses new connections at once.
+        self.state.borrow_mut().cancel_multishot();
     }
 }

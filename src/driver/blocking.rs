@@ -10,7 +10,8 @@
 //! * Results go into `Shared::done`; the thread then writes the loop's eventfd, so a parked
 //!   loop wakes, and sets `has_done`, which the loop checks (without locking) on every pass.
 //! * Threads start on demand, up to [`MAX_THREADS`], and exit after [`IDLE`] without work or
-//!   when the pool shuts down.
+//!   when the pool shuts down. If none runs and none can start (`RLIMIT_NPROC`), the job fails
+//!   at once with an error that says so, instead of waiting in the queue forever.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +103,9 @@ impl Pool {
                 let job = state.jobs.pop_back().expect("pushed above");
                 drop(state);
                 let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
-                self.shared.finish(job.key, -errno);
+                // Marked, so the error above the driver says no thread could start (a bare
+                // EAGAIN would read as the syscall's own).
+                self.shared.finish(job.key, -(super::NO_THREAD | errno));
             }
             // Others are running: one of them takes the job.
             Err(_) => {}

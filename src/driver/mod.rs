@@ -97,6 +97,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A raw result that means "the time limit of [`op::Op::submit_within`] passed".
 const TIMED_OUT: i32 = i32::MIN;
 
+/// Set in a negated raw result (`-(NO_THREAD | errno)`) when no blocking thread could be
+/// started to run the operation: `errno` is `pthread_create`'s. Far above any errno.
+const NO_THREAD: i32 = 1 << 24;
+
 /// The result type above the driver.
 fn result_of(raw: i32) -> io::Result<u32> {
     match raw {
@@ -104,6 +108,16 @@ fn result_of(raw: i32) -> io::Result<u32> {
             io::ErrorKind::TimedOut,
             "ringloop: the operation timed out",
         )),
+        r if r < 0 && (-r) & NO_THREAD != 0 => {
+            let cause = io::Error::from_raw_os_error((-r) & !NO_THREAD);
+            Err(io::Error::new(
+                cause.kind(),
+                format!(
+                    "ringloop: could not start a thread to run a blocking operation ({cause}); \
+                     the process or user may be at its thread limit (RLIMIT_NPROC)"
+                ),
+            ))
+        }
         r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
         r => Ok(r as u32),
     }
@@ -166,6 +180,59 @@ pub(crate) struct MultishotEvent {
 
 /// Receives each completion of a multishot operation.
 pub(crate) type MultishotHandler = Rc<dyn Fn(MultishotEvent)>;
+
+/// Cancellations of multishot operations asked for while the driver was borrowed (by code
+/// that runs inside a driver call: an orphan handler during the shutdown drain, a destructor
+/// run there). The driver carries them out at the start of its next turn (`poll_io`, `park`).
+/// Each names the operation by key and by its handler, so that a key reused since by another
+/// operation is never cancelled by mistake.
+type DeferredCancels = Rc<RefCell<Vec<(usize, std::rc::Weak<dyn Fn(MultishotEvent)>)>>>;
+
+/// The cancellation handle of one multishot operation: [`MultishotCancel::cancel`] works
+/// whether or not the driver is borrowed at the time.
+pub(crate) struct MultishotCancel {
+    driver: DriverRef,
+    deferred: DeferredCancels,
+    key: usize,
+    handler: std::rc::Weak<dyn Fn(MultishotEvent)>,
+}
+
+impl MultishotCancel {
+    /// The handle of multishot operation `key`, whose handler is `handler`, on `driver`.
+    pub(crate) fn new(driver: DriverRef, key: usize, handler: &MultishotHandler) -> Self {
+        let deferred = Rc::clone(&driver.borrow().deferred);
+        MultishotCancel {
+            driver,
+            deferred,
+            key,
+            handler: Rc::downgrade(handler),
+        }
+    }
+
+    /// Ends the operation: at once (the cancellation goes to the kernel before this returns)
+    /// if the driver is free, else at the start of the driver's next turn. Its last
+    /// completion reaches the handler either way. A no-op if it already ended.
+    pub(crate) fn cancel(&self) {
+        match self.driver.try_borrow_mut() {
+            Ok(mut driver) => {
+                driver.cancel_multishot(self.key, &self.handler);
+                let _ = driver.flush_submissions();
+            }
+            Err(_) => self
+                .deferred
+                .borrow_mut()
+                .push((self.key, self.handler.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for MultishotCancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultishotCancel")
+            .field("key", &self.key)
+            .finish()
+    }
+}
 
 /// Receives the result of an operation whose future was dropped; owns its data.
 pub(crate) type OrphanHandler = Box<dyn FnOnce(Option<io::Result<u32>>)>;
@@ -316,6 +383,8 @@ pub(crate) struct Driver {
     blocking: blocking::Pool,
     /// Entries that complete on the next pass ([`Via::Local`]).
     local: Vec<(usize, i32)>,
+    /// Multishot cancellations asked for while the driver was borrowed.
+    deferred: DeferredCancels,
 }
 
 /// Shared ownership of the loop's driver; operations keep one so they can cancel on drop.
@@ -397,6 +466,7 @@ impl Driver {
             backend,
             blocking: blocking::Pool::new(notifier),
             local: Vec::new(),
+            deferred: DeferredCancels::default(),
         })
     }
 
@@ -553,16 +623,25 @@ impl Driver {
         }
     }
 
-    /// Ends a multishot operation; its last completion reaches the handler and removes the
-    /// entry. A no-op if it already ended.
-    pub(crate) fn cancel_multishot(&mut self, key: usize) {
+    /// Ends multishot operation `key` if it is still the one whose handler is `handler`; its
+    /// last completion reaches the handler and removes the entry. A no-op if it already ended.
+    fn cancel_multishot(&mut self, key: usize, handler: &std::rc::Weak<dyn Fn(MultishotEvent)>) {
         if let Some(Entry {
-            life: Lifecycle::Multishot(_),
+            life: Lifecycle::Multishot(h),
             ..
         }) = self.table.ops.get(key)
+            && std::ptr::addr_eq(Rc::as_ptr(h), handler.as_ptr())
             && let Backend::Uring(ring) = &mut self.backend
         {
             ring.cancel(key);
+        }
+    }
+
+    /// Carries out the multishot cancellations asked for while the driver was borrowed.
+    fn run_deferred_cancels(&mut self) {
+        let asked = std::mem::take(&mut *self.deferred.borrow_mut());
+        for (key, handler) in asked {
+            self.cancel_multishot(key, &handler);
         }
     }
 
@@ -588,6 +667,7 @@ impl Driver {
     /// Submits what is queued and collects every completion that is ready. Never blocks. The
     /// wakers and orphan handlers collected are taken with [`Driver::take_ready`].
     pub(crate) fn poll_io(&mut self) -> io::Result<()> {
+        self.run_deferred_cancels();
         self.collect();
         match &mut self.backend {
             Backend::Uring(ring) => ring.poll_io(&mut self.table),
@@ -612,6 +692,7 @@ impl Driver {
     /// [`Driver::park`]; `notify` keeps the eventfd read armed on io_uring (not when the
     /// driver closes, which waits only for its own operations and has cancelled that read).
     fn park_inner(&mut self, timeout: Option<Duration>, notify: bool) -> io::Result<()> {
+        self.run_deferred_cancels();
         // Results already collected (a reap inside a submission that found the SQ full, a
         // blocking thread's) must reach their tasks before the loop sleeps.
         let collected = !self.table.to_wake.is_empty() || !self.table.orphans.is_empty();

@@ -418,9 +418,10 @@ fn multishot_accept_exists_only_where_the_probe_says() {
                 }
             })
         };
+        let handler: super::MultishotHandler = handler;
         let armed = driver
             .borrow_mut()
-            .accept_multishot(listener.as_raw_fd(), handler);
+            .accept_multishot(listener.as_raw_fd(), Rc::clone(&handler));
         let kind = driver.borrow().kind();
         match armed {
             None => {
@@ -437,7 +438,8 @@ fn multishot_accept_exists_only_where_the_probe_says() {
                     .map(|_| std::net::TcpStream::connect(addr).unwrap())
                     .collect();
                 wait_until(driver, || got.get() == 3);
-                driver.borrow_mut().cancel_multishot(key);
+                super::MultishotCancel::new(driver.clone(), key, &handler).cancel();
+                wait_until(driver, || driver.borrow().table.ops.is_empty());
                 drop(clients);
             }
         }
@@ -472,4 +474,41 @@ fn a_send_all_goes_out_whole_across_short_sends_without_being_polled() {
         );
         assert!(got == data, "the bytes arrived whole and in order");
     });
+}
+
+/// Issue 13: a multishot accept cancelled while the driver is borrowed (a listener dropped
+/// by code that runs inside a driver call) used to stay armed, taking and closing every
+/// later connection. The cancellation now waits for the driver's next turn.
+#[test]
+fn a_multishot_accept_cancelled_while_the_driver_is_borrowed_still_ends() {
+    let Some(driver) = make_driver(DriverKind::IoUring) else {
+        return;
+    };
+    let prev = set_current(Some(driver.clone()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = Fd::new(OwnedFd::from(listener.try_clone().unwrap()));
+    let acceptor = super::accept::Acceptor::default();
+    {
+        let mut accept = pin!(acceptor.accept(&fd));
+        let mut cx = Context::from_waker(futures_task::noop_waker_ref());
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+    }
+    if acceptor.mode() != "multishot" {
+        eprintln!("this kernel's io_uring has no multishot accept");
+        set_current(prev);
+        return;
+    }
+    {
+        let _busy = driver.borrow_mut();
+        drop(acceptor);
+    }
+    // The request ends (its entry leaves the table)...
+    wait_until(&driver, || driver.borrow().table.ops.is_empty());
+    // ...so a connection made now waits in the backlog instead of being taken and closed.
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (server, _) = listener.accept().expect("the connection is in the backlog");
+    drop((client, server));
+    set_current(prev);
 }

@@ -17,9 +17,11 @@ pub use gather::{
     TryGather4, TryGather5, TryGather6, gather, gather2, gather3, gather4, gather5, gather6,
     try_gather, try_gather2, try_gather3, try_gather4, try_gather5, try_gather6,
 };
-pub use promise::{Promise, PromiseError, Wait};
+pub use promise::{Promise, PromiseError, Take, Wait};
 pub use shield::{Shielded, shield};
 pub use timeout::{WaitFor, timeout, wait_for, wait_until};
+/// For the `Waitable` impl of `PoolFuture`, in pool/ (a layer above).
+pub(crate) use wait::sealed as waitable_sealed;
 pub use wait::{Waitable, wait};
 
 /// When [`wait`] (and `pool::wait`) returns, as asyncio's `return_when`.

@@ -93,7 +93,11 @@ enum State<T> {
     Value(T),
     Exception(Arc<dyn Error + Send + Sync>),
     Cancelled,
+    /// The value was moved out by [`Promise::take`].
+    Taken,
 }
+
+const TAKEN_MSG: &str = "ringloop: the promise's value was already moved out by Promise::take";
 
 struct Inner<T> {
     state: State<T>,
@@ -113,6 +117,8 @@ struct Inner<T> {
 /// (via [`IntoFuture`], for `T: Clone`) gives a clone of the value,
 /// `Err(PromiseError::Cancelled)` if cancelled, or
 /// `Err(PromiseError::Exception(..))` after [`set_exception`](Self::set_exception).
+/// For a value that is not `Clone` (a file, a channel end), [`take`](Self::take) waits and
+/// moves the value out instead.
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -147,6 +153,7 @@ impl<T> fmt::Debug for Promise<T> {
             State::Value(_) => "finished",
             State::Exception(_) => "exception",
             State::Cancelled => "cancelled",
+            State::Taken => "taken",
         };
         f.debug_struct("Promise").field("state", &state).finish()
     }
@@ -249,6 +256,10 @@ impl<T> Promise<T> {
     /// `Err(PromiseError::NotDone)` if still pending,
     /// `Err(PromiseError::Cancelled)` if cancelled,
     /// `Err(PromiseError::Exception(..))` after `set_exception`.
+    ///
+    /// # Panics
+    ///
+    /// If the value was moved out by [`take`](Self::take).
     pub fn result(&self) -> Result<T, PromiseError>
     where
         T: Clone,
@@ -258,6 +269,7 @@ impl<T> Promise<T> {
             State::Value(v) => Ok(v.clone()),
             State::Exception(e) => Err(PromiseError::Exception(e.clone())),
             State::Cancelled => Err(PromiseError::Cancelled),
+            State::Taken => panic!("{TAKEN_MSG}"),
         }
     }
 
@@ -267,7 +279,7 @@ impl<T> Promise<T> {
     pub fn exception(&self) -> Result<Option<Arc<dyn Error + Send + Sync>>, PromiseError> {
         match &self.lock().state {
             State::Pending => Err(PromiseError::NotDone),
-            State::Value(_) => Ok(None),
+            State::Value(_) | State::Taken => Ok(None),
             State::Exception(e) => Ok(Some(e.clone())),
             State::Cancelled => Err(PromiseError::Cancelled),
         }
@@ -303,6 +315,10 @@ impl<T> Promise<T> {
     }
 
     /// Waits for the promise; the same as `.await` on a clone.
+    ///
+    /// # Panics
+    ///
+    /// The future panics if the value was moved out by [`take`](Self::take).
     pub fn wait(&self) -> Wait<T>
     where
         T: Clone,
@@ -310,6 +326,43 @@ impl<T> Promise<T> {
         Wait {
             promise: self.clone(),
             key: None,
+        }
+    }
+
+    /// Waits for the promise and moves its value out: no `Clone` needed (like
+    /// [`PoolFuture::into_result`](crate::PoolFuture::into_result)). Consumes this handle.
+    /// Resolves to `Ok(value)`, `Err(PromiseError::Cancelled)` or
+    /// `Err(PromiseError::Exception(..))`, as `.await` does.
+    ///
+    /// The value is there once: afterwards the promise stays done ([`done`](Self::done) is
+    /// true, [`exception`](Self::exception) is `Ok(None)`), but [`result`](Self::result),
+    /// `.await` or another `take` on any clone (also from a done callback that runs after
+    /// the take) panics. An exception or a cancellation is not moved: every clone still sees
+    /// it. Dropping the future before it resolves takes nothing.
+    ///
+    /// # Panics
+    ///
+    /// The future panics if the value was already moved out by another `take`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// // A channel end is not Clone: `.await` is not available, `take` is.
+    /// let p = ringloop::Promise::new();
+    /// let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    /// p.set_result(rx).unwrap();
+    /// let rx = p.take().await.unwrap();
+    /// tx.send(7).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// # });
+    /// ```
+    pub fn take(self) -> Take<T> {
+        Take {
+            wait: Wait {
+                promise: self,
+                key: None,
+            },
         }
     }
 }
@@ -352,23 +405,20 @@ impl<T> fmt::Debug for Wait<T> {
     }
 }
 
-impl<T: Clone> Future for Wait<T> {
-    type Output = Result<T, PromiseError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let mut inner = this.promise.lock();
-        let result = match &inner.state {
-            State::Pending => None,
-            State::Value(v) => Some(Ok(v.clone())),
-            State::Exception(e) => Some(Err(PromiseError::Exception(e.clone()))),
-            State::Cancelled => Some(Err(PromiseError::Cancelled)),
-        };
-        if let Some(result) = result {
-            this.key = None;
+impl<T> Wait<T> {
+    /// Polls for the outcome: `outcome` turns a done state into the result (`None` for
+    /// `Pending`); otherwise registers the waker.
+    fn poll_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: impl FnOnce(&mut State<T>) -> Option<Result<T, PromiseError>>,
+    ) -> Poll<Result<T, PromiseError>> {
+        let mut inner = self.promise.lock();
+        if let Some(result) = outcome(&mut inner.state) {
+            self.key = None;
             return Poll::Ready(result);
         }
-        match this.key {
+        match self.key {
             Some(key) => match &mut inner.waiters[key] {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -385,10 +435,55 @@ impl<T: Clone> Future for Wait<T> {
                         inner.waiters.len() - 1
                     }
                 };
-                this.key = Some(key);
+                self.key = Some(key);
             }
         }
         Poll::Pending
+    }
+}
+
+impl<T: Clone> Future for Wait<T> {
+    type Output = Result<T, PromiseError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().poll_with(cx, |state| match state {
+            State::Pending => None,
+            State::Value(v) => Some(Ok(v.clone())),
+            State::Exception(e) => Some(Err(PromiseError::Exception(e.clone()))),
+            State::Cancelled => Some(Err(PromiseError::Cancelled)),
+            State::Taken => panic!("{TAKEN_MSG}"),
+        })
+    }
+}
+
+/// Future of [`Promise::take`]: waits for the promise and moves its value out.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Take<T> {
+    wait: Wait<T>,
+}
+
+impl<T> fmt::Debug for Take<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Take")
+            .field("promise", &self.wait.promise)
+            .finish()
+    }
+}
+
+impl<T> Future for Take<T> {
+    type Output = Result<T, PromiseError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().wait.poll_with(cx, |state| match state {
+            State::Pending => None,
+            State::Value(_) => match std::mem::replace(state, State::Taken) {
+                State::Value(v) => Some(Ok(v)),
+                _ => unreachable!("matched Value just above"),
+            },
+            State::Exception(e) => Some(Err(PromiseError::Exception(e.clone()))),
+            State::Cancelled => Some(Err(PromiseError::Cancelled)),
+            State::Taken => panic!("{TAKEN_MSG}"),
+        })
     }
 }
 

@@ -28,17 +28,8 @@ pub(crate) mod sealed {
 }
 
 impl<T> sealed::Sealed for Task<T> {}
-impl<T> sealed::Sealed for crate::PoolFuture<T> {}
 
-impl<T> Waitable for crate::PoolFuture<T> {
-    fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_done(cx)
-    }
-
-    fn is_failed(&self) -> bool {
-        self.is_failed()
-    }
-}
+// `PoolFuture`'s impl is in pool/wait.rs: pool/ sits above future/ in the layers.
 
 impl<T> Waitable for Task<T> {
     fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {

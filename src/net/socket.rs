@@ -68,6 +68,15 @@ impl Socket {
         Fd::into_owned(fd)
     }
 
+    /// Forgets the driver's registration of this socket (epoll), before it leaves ringloop.
+    pub(crate) fn forget_registration(&self) {
+        if let Some(driver) = crate::driver::try_current()
+            && let Ok(mut driver) = driver.try_borrow_mut()
+        {
+            driver.forget_fd(self.fd());
+        }
+    }
+
     /// A borrowed socket2 view of this socket, for the option and address calls.
     pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
         socket2::SockRef::from(&**self.fd())

@@ -110,6 +110,72 @@ impl TcpListener {
         Ok((stream, from_raw(&addr)?))
     }
 
+    /// Turns the listener into a std listener, and hands back the connections it had already
+    /// accepted but not yet returned from [`accept`](TcpListener::accept), in the order they
+    /// arrived: tokio's `into_std`, without losing a connection.
+    ///
+    /// On io_uring the listener keeps a multishot accept armed in the kernel (see
+    /// [`accept`](TcpListener::accept)), which accepts connections ahead of `accept` calls, and
+    /// a connection the kernel has accepted cannot be put back into the backlog. So
+    /// `into_std` ends that request, waits for its last completion, and returns what it took
+    /// beside the listener, none closed (their clients see no EOF or reset). Connections that
+    /// a cancelled `accept` got anyway are returned too, on either driver. Connections the
+    /// kernel has not accepted yet stay in the backlog, for the std listener's `accept`. The
+    /// list is empty when nothing was taken ahead (always before the first `accept`).
+    ///
+    /// Await it on the loop the listener accepted on, which delivers those completions; it
+    /// finishes at once when nothing is armed. The std listener and streams may be in
+    /// non-blocking mode (the epoll driver sets it): call `set_nonblocking` to choose.
+    ///
+    /// There is no `From<TcpListener> for std::net::TcpListener`: a synchronous conversion
+    /// could only close the connections already taken.
+    ///
+    /// # Errors
+    ///
+    /// Only if a returned connection's peer address cannot be read (a family other than
+    /// IPv4 or IPv6, which TCP never gives).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    ///
+    /// ringloop::run(async {
+    ///     let listener = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let mut client = std::net::TcpStream::connect(addr).unwrap();
+    ///     let (listener, accepted) = listener.into_std().await.unwrap();
+    ///     // Taken ahead by the ring, or still in the backlog: the client is served either way.
+    ///     let mut server = match accepted.into_iter().next() {
+    ///         Some((stream, _peer)) => stream,
+    ///         None => listener.accept().unwrap().0,
+    ///     };
+    ///     server.set_nonblocking(false).unwrap();
+    ///     client.write_all(b"hi").unwrap();
+    ///     let mut buf = [0; 2];
+    ///     server.read_exact(&mut buf).unwrap();
+    ///     assert_eq!(&buf, b"hi");
+    /// });
+    /// ```
+    pub async fn into_std(
+        self,
+    ) -> io::Result<(
+        std::net::TcpListener,
+        Vec<(std::net::TcpStream, SocketAddr)>,
+    )> {
+        let TcpListener { acceptor, sock } = self;
+        let accepted = acceptor.stop().await;
+        sock.forget_registration();
+        // No accept holds the descriptor any more (`stop` waited for the cancelled ones), so
+        // this gives the descriptor itself, never a duplicate.
+        let listener = std::net::TcpListener::from(sock.try_into_fd()?);
+        let mut streams = Vec::with_capacity(accepted.len());
+        for (fd, addr) in accepted {
+            streams.push((std::net::TcpStream::from(fd), from_raw(&addr)?));
+        }
+        Ok((listener, streams))
+    }
+
     /// How this listener accepts: "multishot" (one request armed in the kernel, Linux
     /// 5.19+), "single-shot", or "not yet" before the first accept. A diagnostic for tests.
     #[doc(hidden)]
@@ -216,12 +282,6 @@ impl From<std::net::TcpListener> for TcpListener {
             sock: Socket::from_fd(OwnedFd::from(l)),
             acceptor: Acceptor::default(),
         }
-    }
-}
-
-impl From<TcpListener> for std::net::TcpListener {
-    fn from(l: TcpListener) -> std::net::TcpListener {
-        std::net::TcpListener::from(l.sock.into_fd())
     }
 }
 

@@ -25,12 +25,18 @@ macro_rules! fd_impls {
             }
         }
 
+        fd_impls!(@refs $ty, $($sock).+);
+    };
+    ($ty:ident, $std:ty, $($sock:ident).+; into) => {
+        fd_impls!($ty, $std, $($sock).+);
+
         impl From<$ty> for $std {
             fn from(s: $ty) -> $std {
                 <$std>::from(s.$($sock).+.into_fd())
             }
         }
-
+    };
+    (@refs $ty:ident, $($sock:ident).+) => {
         impl AsRawFd for $ty {
             fn as_raw_fd(&self) -> RawFd {
                 self.$($sock).+.raw()
@@ -105,6 +111,37 @@ impl UnixListener {
         self.sock
             .with_std(|l: &std::os::unix::net::UnixListener| l.local_addr())
     }
+
+    /// Turns the listener into a std listener, and hands back the connections it had already
+    /// accepted but not yet returned, in the order they arrived; see
+    /// [`TcpListener::into_std`](super::TcpListener::into_std), which this mirrors (the
+    /// multishot accept is ended and waited for; no connection is closed). There is no
+    /// `From<UnixListener>` for the std listener, for the same reason.
+    ///
+    /// # Errors
+    ///
+    /// Only if a returned connection's peer address cannot be read.
+    #[allow(clippy::type_complexity)]
+    pub async fn into_std(
+        self,
+    ) -> io::Result<(
+        std::os::unix::net::UnixListener,
+        Vec<(std::os::unix::net::UnixStream, SocketAddr)>,
+    )> {
+        let UnixListener { acceptor, sock } = self;
+        let accepted = acceptor.stop().await;
+        sock.forget_registration();
+        // As for TCP: no accept holds the descriptor any more, so this never duplicates it.
+        let listener = std::os::unix::net::UnixListener::from(sock.try_into_fd()?);
+        let mut streams = Vec::with_capacity(accepted.len());
+        for (fd, addr) in accepted {
+            streams.push((
+                std::os::unix::net::UnixStream::from(fd),
+                unix_from_raw(&addr)?,
+            ));
+        }
+        Ok((listener, streams))
+    }
 }
 
 fd_impls!(UnixListener, std::os::unix::net::UnixListener, sock);
@@ -174,7 +211,7 @@ impl UnixStream {
 
 compat_stream!(UnixStream);
 send_stream!(UnixStream);
-fd_impls!(UnixStream, std::os::unix::net::UnixStream, inner.sock);
+fd_impls!(UnixStream, std::os::unix::net::UnixStream, inner.sock; into);
 
 /// A Unix datagram socket.
 ///
@@ -266,4 +303,4 @@ impl UnixDatagram {
     }
 }
 
-fd_impls!(UnixDatagram, std::os::unix::net::UnixDatagram, sock);
+fd_impls!(UnixDatagram, std::os::unix::net::UnixDatagram, sock; into);

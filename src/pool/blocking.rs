@@ -162,22 +162,21 @@ impl<T> Drop for NotStarted<T> {
     }
 }
 
-/// Set by `PoolFuture::cancel` (from any thread) to stop a running `Handle::spawn` future.
+/// Set by `PoolFuture::cancel` (from any thread) to stop a running `Handle::spawn` future:
+/// a flag and the waker of the task running the future, the `AtomicWaker` pattern (register,
+/// then look at the flag again; raise, then wake), so a raise that races with a poll is never
+/// missed.
 #[derive(Default)]
 struct CancelSignal {
     raised: std::sync::atomic::AtomicBool,
-    /// The waker of the task running the future.
-    waker: std::sync::Mutex<Option<std::task::Waker>>,
+    waker: atomic_waker::AtomicWaker,
 }
 
 impl CancelSignal {
     fn raise(&self) {
         self.raised
             .store(true, std::sync::atomic::Ordering::Release);
-        let waker = crate::sync::lock(&self.waker).take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     /// True if raised; otherwise remembers `waker` to be woken when it is.
@@ -185,13 +184,8 @@ impl CancelSignal {
         if self.raised.load(std::sync::atomic::Ordering::Acquire) {
             return true;
         }
-        let mut slot = crate::sync::lock(&self.waker);
-        match &*slot {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
-        drop(slot);
-        // A raise between the first load and the store above found no waker: look again.
+        self.waker.register(waker);
+        // A raise between the first load and the registration found no waker: look again.
         self.raised.load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -9,6 +9,19 @@ use super::error::PoolError;
 use super::future::{Outcome, PoolFuture, Waiter, lock};
 use crate::future::ReturnWhen;
 
+// `future::wait` watches pool futures too; the impl lives here, since pool/ is above future/.
+impl<T> crate::future::waitable_sealed::Sealed for PoolFuture<T> {}
+
+impl<T> crate::future::Waitable for PoolFuture<T> {
+    fn poll_done(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        PoolFuture::poll_done(self, cx)
+    }
+
+    fn is_failed(&self) -> bool {
+        PoolFuture::is_failed(self)
+    }
+}
+
 /// Collects the futures, dropping duplicate handles to the same job (Python uses a set).
 fn unique<T>(futs: impl IntoIterator<Item = PoolFuture<T>>) -> Vec<PoolFuture<T>> {
     let mut seen = HashSet::new();

@@ -33,7 +33,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::pin::pin;
@@ -43,7 +42,7 @@ use std::task::Poll;
 pub use self::pipe::{ChildStderr, ChildStdin, ChildStdout};
 use crate::driver::fd::{Fd, SharedFd};
 use crate::driver::op::Op;
-use crate::driver::op::process::PidfdExit;
+use crate::driver::op::process::{self as pidfd, PidfdExit};
 use crate::io::BufResult;
 
 /// A process builder: [`std::process::Command`]'s methods, and a [`spawn`](Self::spawn) whose
@@ -235,27 +234,12 @@ pub struct Child {
     kill_on_drop: bool,
 }
 
-/// `pidfd_open(pid, flags)`.
-fn pidfd_open(pid: u32, flags: libc::c_uint) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor (pidfds are close-on-exec) that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 impl Child {
     fn from_std(mut child: std::process::Child, kill_on_drop: bool) -> io::Result<Child> {
         let pid = child.id();
         // The child is unreaped (a zombie at worst), so its pid cannot be reused meanwhile.
-        let (pidfd, nonblocking) = match pidfd_open(pid, libc::O_NONBLOCK as libc::c_uint) {
-            Ok(fd) => (fd, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match pidfd_open(pid, 0) {
-                Ok(fd) => (fd, false),
-                Err(e) => return Err(no_pidfd(&mut child, e)),
-            },
+        let (pidfd, nonblocking) = match pidfd::open(pid) {
+            Ok(opened) => opened,
             Err(e) => return Err(no_pidfd(&mut child, e)),
         };
         Ok(Child {

@@ -59,3 +59,45 @@ pub fn rerun_in_child_with(name: &str, vars: &[(&str, &str)]) -> String {
     );
     stdout
 }
+
+/// The calling thread's kernel id, for [`wait_until_parked`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid takes no argument and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Waits until thread `tid` of this process sleeps in the kernel waiting for events: in
+/// `io_uring_enter` waiting for at least one completion, or in an `epoll_wait` with a timeout
+/// (what a parked loop does on either driver). Read from `/proc/self/task/<tid>/syscall`, so
+/// a test waits for the park itself instead of sleeping and hoping. Panics after 10 s.
+pub fn wait_until_parked(tid: i32) {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let words: Vec<i64> = text
+            .split_whitespace()
+            .map(|w| i64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap_or(-1))
+            .collect();
+        // "nr arg1 arg2 ...": arguments in hex, after the number in decimal.
+        let nr = text
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<i64>().ok());
+        let parked = match nr {
+            Some(n) if n == libc::SYS_io_uring_enter => words.get(3).is_some_and(|&min| min > 0),
+            Some(n) if n == libc::SYS_epoll_pwait => words.get(4).is_some_and(|&t| t != 0),
+            #[cfg(target_arch = "x86_64")]
+            Some(n) if n == libc::SYS_epoll_wait => words.get(4).is_some_and(|&t| t != 0),
+            _ => false,
+        };
+        if parked {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} never parked (last: {text:?})"
+        );
+        std::thread::yield_now();
+    }
+}

@@ -1,6 +1,7 @@
 //! `PidfdExit`: waits until the process behind a pidfd has exited (without reaping it).
 
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::{opcode, squeue, types};
 
@@ -61,5 +62,27 @@ unsafe impl OpCode for PidfdExit {
         } else {
             Plan::Blocking(call(flags))
         }
+    }
+}
+
+/// `pidfd_open(pid, flags)`.
+fn pidfd_open(pid: u32, flags: libc::c_uint) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor (pidfds are close-on-exec) that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A pidfd for the child `pid`, and whether it is `PIDFD_NONBLOCK` (for [`PidfdExit::new`]).
+/// Kernels before 5.10 refuse the flag with `EINVAL` (the flag is the only thing that call can
+/// find invalid: the pid is our own unreaped child); they get a blocking pidfd.
+pub(crate) fn open(pid: u32) -> io::Result<(OwnedFd, bool)> {
+    match pidfd_open(pid, libc::O_NONBLOCK as libc::c_uint) {
+        Ok(fd) => Ok((fd, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((pidfd_open(pid, 0)?, false)),
+        Err(e) => Err(e),
     }
 }
