@@ -93,7 +93,7 @@ impl fmt::Display for PoolError {
             PoolError::Failed(msg) => write!(f, "the job failed: {msg}"),
             PoolError::Broken(why) => write!(
                 f,
-                "the pool is broken and cannot run jobs ({why}); create a new pool"
+                "the pool is broken and cannot run jobs ({why}); create a new ThreadPool or ProcessPool"
             ),
             PoolError::Shutdown => f.write_str(
                 "cannot run a job submitted after ThreadPool::shutdown (or after the pool \
