@@ -339,7 +339,7 @@ impl ProcessPool {
         }
         ProcessTryMap {
             chunks,
-            current: VecDeque::new(),
+            current: Chunk::Values(Vec::new().into_iter()),
         }
     }
 
@@ -442,17 +442,46 @@ impl fmt::Debug for ProcessPool {
     }
 }
 
-/// A `map` chunk's future: per item, the value or the panic message.
-type ChunkFuture<R> = PoolFuture<Vec<Result<R, String>>>;
+/// A `map` chunk's future.
+type ChunkFuture<R> = PoolFuture<wire::ChunkResult<R>>;
+
+/// The items of the chunk being yielded.
+enum Chunk<R> {
+    Values(std::vec::IntoIter<R>),
+    Mixed(std::vec::IntoIter<Result<R, String>>),
+    Failed(PoolError, usize),
+}
+
+impl<R> Chunk<R> {
+    fn next(&mut self) -> Option<Result<R, PoolError>> {
+        match self {
+            Chunk::Values(it) => it.next().map(Ok),
+            Chunk::Mixed(it) => it.next().map(|r| r.map_err(PoolError::Panicked)),
+            Chunk::Failed(_, 0) => None,
+            Chunk::Failed(e, n) => {
+                *n -= 1;
+                Some(Err(e.clone()))
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Values(it) => it.len(),
+            Chunk::Mixed(it) => it.len(),
+            Chunk::Failed(_, n) => *n,
+        }
+    }
+}
 
 /// The results of [`ProcessPool::try_map`], in input order.
 ///
 /// Each `next()` blocks until the next item's chunk is done. Dropping the iterator cancels
 /// the chunks not yet handed to a worker.
 pub struct ProcessTryMap<R> {
-    /// Each chunk's future (per item: the value, or the panic message) and its length.
+    /// Each chunk's future and its length.
     chunks: VecDeque<(ChunkFuture<R>, usize)>,
-    current: VecDeque<Result<R, PoolError>>,
+    current: Chunk<R>,
 }
 
 impl<R> Iterator for ProcessTryMap<R> {
@@ -460,16 +489,14 @@ impl<R> Iterator for ProcessTryMap<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(item) = self.current.pop_front() {
+            if let Some(item) = self.current.next() {
                 return Some(item);
             }
             let (fut, n) = self.chunks.pop_front()?;
             self.current = match fut.into_result(None) {
-                Ok(items) => items
-                    .into_iter()
-                    .map(|r| r.map_err(PoolError::Panicked))
-                    .collect(),
-                Err(e) => std::iter::repeat_n(e, n).map(Err).collect(),
+                Ok(Ok(values)) => Chunk::Values(values.into_iter()),
+                Ok(Err(mixed)) => Chunk::Mixed(mixed.into_iter()),
+                Err(e) => Chunk::Failed(e, n),
             };
         }
     }

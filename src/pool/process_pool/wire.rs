@@ -93,7 +93,11 @@ pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-/// The trampoline for a `map` chunk: `f` over each item, each result (or panic) kept apart.
+/// What a `map` chunk's job returns: every item's value, or (if one panicked) each item's
+/// value or panic message. The first is what nearly every chunk sends, one value per item.
+pub(super) type ChunkResult<R> = Result<Vec<R>, Vec<Result<R, String>>>;
+
+/// The trampoline for a `map` chunk: `f` over each item, each panic kept apart.
 pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     func: usize,
     arg: &[u8],
@@ -105,11 +109,27 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     };
     // SAFETY: as in `call_one`: `func` is a `fn(A) -> R` of this binary.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    let results: Vec<Result<R, String>> = items
-        .into_iter()
-        .map(|a| catch_unwind(AssertUnwindSafe(|| f(a))).map_err(|p| panic_message(&*p)))
-        .collect();
-    encode(out, &results)
+    let n = items.len();
+    let mut values: Vec<R> = Vec::with_capacity(n);
+    let mut mixed: Option<Vec<Result<R, String>>> = None;
+    for a in items {
+        let r = catch_unwind(AssertUnwindSafe(|| f(a))).map_err(|p| panic_message(&*p));
+        match (&mut mixed, r) {
+            (None, Ok(v)) => values.push(v),
+            (None, Err(msg)) => {
+                let mut all: Vec<Result<R, String>> = Vec::with_capacity(n);
+                all.extend(values.drain(..).map(Ok));
+                all.push(Err(msg));
+                mixed = Some(all);
+            }
+            (Some(all), r) => all.push(r),
+        }
+    }
+    let result: ChunkResult<R> = match mixed {
+        None => Ok(values),
+        Some(all) => Err(all),
+    };
+    encode(out, &result)
 }
 
 fn encode<R: Serialize>(out: &mut Vec<u8>, r: &R) -> u8 {
