@@ -610,10 +610,20 @@ mod loom_tests {
 
     /// `loom::model`, reporting how many interleavings it explored (`--nocapture` shows it).
     fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+        model_bounded(name, None, f);
+    }
+
+    /// [`model`] with at most `preemptions` preemptions per interleaving (`None`: all
+    /// interleavings; `LOOM_MAX_PREEMPTIONS` overrides).
+    fn model_bounded(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
         let iterations = Arc::new(AtomicUsize::new(0));
         let counted = iterations.clone();
         let started = std::time::Instant::now();
-        loom::model(move || {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = preemptions;
+        }
+        builder.check(move || {
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             f();
         });
@@ -677,7 +687,12 @@ mod loom_tests {
             self.shared.drain_into(&mut items);
             for item in items {
                 match item {
-                    Injected::Wake(task) => self.queue.borrow_mut().push_back(task),
+                    Injected::Wake(task) => {
+                        // `scheduled` lets one queue entry exist per task at a time.
+                        let mut queue = self.queue.borrow_mut();
+                        assert!(!queue.iter().any(|t| t.ptr() == task.ptr()), "queued twice");
+                        queue.push_back(task);
+                    }
                     Injected::Call(f) => f(),
                 }
             }
@@ -712,6 +727,28 @@ mod loom_tests {
                 1,
                 "a task cell was not freed (or was freed twice)"
             );
+        }
+    }
+
+    impl ModelLoop {
+        /// `Local::close`'s part for tasks: refuse pushes and drop what was queued, cancel
+        /// every task left (its future dropped here), drop the run queue.
+        fn close(self) {
+            drop(self.shared.close());
+            let tasks: Vec<RawTask> = self
+                .registry
+                .borrow()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect();
+            for task in tasks {
+                if !task.header().state.is_complete() {
+                    task.cancel_now();
+                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                }
+            }
+            self.queue.borrow_mut().clear();
+            assert!(self.registry.borrow().is_empty());
         }
     }
 
@@ -813,6 +850,56 @@ mod loom_tests {
         });
     }
 
+    /// (a, two wakers) Two threads wake the task while the loop polls it: the task is queued
+    /// once at a time (`ModelLoop::drain` checks), polled until it sees both wakes' data
+    /// (relaxed: only `scheduled` and the inject queue order it), and every reference the
+    /// wakers took is released.
+    #[test]
+    fn two_wakes_from_other_threads_racing_a_poll() {
+        // Three threads: all ~736,000 interleavings take ~45 s; three preemptions, under a second.
+        model_bounded(
+            "two_wakes_from_other_threads_racing_a_poll",
+            Some(3),
+            || {
+                let lp = ModelLoop::new();
+                let ready = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+                let slot: Slot = Arc::new(Mutex::new(None));
+                let mut first = true;
+                let task = lp.spawn({
+                    let (ready, slot) = (ready.clone(), slot.clone());
+                    std::future::poll_fn(move |cx| {
+                        if std::mem::take(&mut first) {
+                            *slot.lock().unwrap() = Some(cx.waker().clone());
+                        }
+                        if ready.load(Ordering::Relaxed) == 2 {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                });
+                lp.run_queued();
+                let waker = take_waker(&slot);
+                let wakers: Vec<_> = [waker.clone(), waker]
+                    .into_iter()
+                    .map(|waker| {
+                        let ready = ready.clone();
+                        thread::spawn(move || {
+                            ready.fetch_add(1, Ordering::Relaxed);
+                            waker.wake();
+                        })
+                    })
+                    .collect();
+                lp.run_until(|| task.is_done());
+                for w in wakers {
+                    w.join().unwrap();
+                }
+                drop(task);
+                lp.finish();
+            },
+        );
+    }
+
     /// (b) A wake from another thread races `Task::cancel`: the future is polled no more after
     /// the cancel, dropped exactly once on the loop thread, and the task ends `Cancelled`,
     /// whichever of the two queued it (or both did).
@@ -907,6 +994,40 @@ mod loom_tests {
             "last_reference_dropped_on_another_thread_after_a_wake",
             || last_reference_on_another_thread(true),
         );
+    }
+
+    /// A wake from another thread races the loop's close: the push lands before the close
+    /// (the close drops the entry) or is refused (the waker's thread drops the reference,
+    /// perhaps the last one: the cell is freed there, holding neither future nor output). The
+    /// future is dropped exactly once, on the loop thread, and the cell is freed exactly once.
+    #[test]
+    fn wake_racing_the_loop_closing() {
+        model("wake_racing_the_loop_closing", || {
+            let lp = ModelLoop::new();
+            let shared = lp.shared.clone();
+            let slot: Slot = Arc::new(Mutex::new(None));
+            let (probe, future_drops) = DropProbe::new();
+            let task = lp.spawn({
+                let slot = slot.clone();
+                std::future::poll_fn(move |cx| {
+                    let _ = &probe;
+                    *slot.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::<()>::Pending
+                })
+            });
+            lp.run_queued();
+            let waker = take_waker(&slot);
+            let waker_thread = thread::spawn(move || waker.wake());
+            drop(task);
+            lp.close();
+            assert_eq!(drops(&future_drops), 1);
+            waker_thread.join().unwrap();
+            assert_eq!(
+                Arc::strong_count(&shared),
+                1,
+                "the cell was not freed exactly once"
+            );
+        });
     }
 
     /// (d) A `Task` awaited while it completes, the completion driven from another thread.
