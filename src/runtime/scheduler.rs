@@ -17,10 +17,7 @@ use slab::Slab;
 use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
-use crate::runtime::task::raw::{
-    self, CANCEL_REQUESTED, COMPLETE, DETACHED, Header, IN_CALLBACKS, OUTPUT_BORROWED, RUNNING,
-    RawTask,
-};
+use crate::runtime::task::raw::{self, Header, Ran, RawTask};
 use crate::runtime::task::{Task, TaskRef, panic_message};
 use crate::runtime::time::LocalMarker;
 use crate::runtime::timer::{Action, TimerKey, Timers};
@@ -140,7 +137,7 @@ impl Local {
         };
         let key = self.registry.borrow_mut().insert(in_registry);
         let key = u32::try_from(key).expect("ringloop: more than 4 billion live tasks");
-        handle.header().registry_key.set(key);
+        handle.header().state.set_registry_key(key);
         self.spawn_queue.borrow_mut().push_back(in_queue);
         // SAFETY: the cell was allocated for F, whose output type is F::Output.
         unsafe { Task::from_raw(handle) }
@@ -185,64 +182,17 @@ impl Local {
         self.closed.get()
     }
 
-    /// Polls one task taken from a run queue.
+    /// Polls one task taken from a run queue (or drops its future if it was cancelled).
+    #[inline]
     fn run_task(&self, task: RawTask) {
-        let header = task.header();
-        // Clear before polling: a wake during or after the poll queues the task again.
-        header
-            .scheduled
-            .swap(false, std::sync::atomic::Ordering::AcqRel);
-        if header.has(COMPLETE) {
-            return;
-        }
-        if header.has(CANCEL_REQUESTED) {
-            task.cancel_now();
-            self.complete(&task);
-            return;
-        }
-        header.set(RUNNING);
-        let prev = self.current.replace(Some(task.ptr()));
-        let done = task.poll();
-        self.current.set(prev);
-        header.clear(RUNNING);
-        if done {
+        if task.run(&self.current) == Ran::Finished {
             self.complete(&task);
         }
     }
 
-    /// Bookkeeping once a task's output is stored: leave the registry, wake the awaiter, run the
-    /// done callbacks, drop the output if nobody holds the handle.
+    /// Bookkeeping once a task's output is stored (see `RawTask::complete`).
     fn complete(&self, task: &RawTask) {
-        let header = task.header();
-        header.set(COMPLETE);
-        let in_registry = self
-            .registry
-            .borrow_mut()
-            .try_remove(header.registry_key.get() as usize);
-        if let Some(waker) = header.join_waker.take() {
-            wake_guarded(waker);
-        }
-        let callbacks = header
-            .extra
-            .take()
-            .map(|mut extra| {
-                let cbs = std::mem::take(&mut extra.callbacks);
-                header.extra.set(Some(extra));
-                cbs
-            })
-            .unwrap_or_default();
-        header.set(IN_CALLBACKS);
-        for (_, callback) in callbacks {
-            let ptr = task.ptr();
-            if let Err(p) = catch_unwind(AssertUnwindSafe(move || callback(ptr))) {
-                report_panic("a task's done callback", &*p);
-            }
-        }
-        header.clear(IN_CALLBACKS);
-        if header.has(DETACHED) && !header.has(OUTPUT_BORROWED) {
-            task.drop_output();
-        }
-        drop(in_registry);
+        task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
     }
 
     /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
@@ -402,7 +352,7 @@ impl Local {
                 break;
             }
             for task in tasks {
-                if !task.header().has(COMPLETE) {
+                if !task.header().state.is_complete() {
                     task.cancel_now();
                     self.complete(&task);
                 }
@@ -431,7 +381,7 @@ impl Local {
 }
 
 /// Wakes `waker`, reporting a panic instead of unwinding through the loop.
-fn wake_guarded(waker: Waker) {
+pub(crate) fn wake_guarded(waker: Waker) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
         report_panic("a waker", &*p);
     }
@@ -450,6 +400,6 @@ fn run_action(action: Action) {
 }
 
 /// asyncio logs exceptions of callbacks and keeps the loop running; so do we.
-fn report_panic(what: &str, payload: &(dyn std::any::Any + Send)) {
+pub(crate) fn report_panic(what: &str, payload: &(dyn std::any::Any + Send)) {
     eprintln!("ringloop: {what} panicked: {}", panic_message(payload));
 }

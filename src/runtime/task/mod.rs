@@ -9,7 +9,9 @@
 //! any other thread.
 //!
 //! When the future returns, panics, or is cancelled, the loop stores the output in the cell,
-//! marks it `COMPLETE`, leaves the registry, wakes the awaiter and runs the done callbacks.
+//! marks it `COMPLETE`, leaves the registry, wakes the awaiter and runs the done callbacks
+//! (`RawTask::run` and `RawTask::complete`). Every change to the task's state goes through
+//! the named transitions of [`state`], which documents the bits and who may touch them.
 //!
 //! Cancellation follows asyncio (DESIGN.md section 4): `cancel()` marks the task and schedules
 //! it; the loop then drops the future instead of polling it. Awaiting a task ties it to the
@@ -17,6 +19,7 @@
 //! handle that was never awaited detaches: the task runs on.
 
 pub(crate) mod raw;
+pub(crate) mod state;
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -27,10 +30,8 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use raw::{
-    CANCEL_REQUESTED, CANCELLED, COMPLETE, DETACHED, IN_CALLBACKS, OUTPUT_BORROWED, RUNNING,
-    RawTask,
-};
+use raw::RawTask;
+use state::CancelRequest;
 
 use crate::runtime::context;
 
@@ -201,7 +202,7 @@ impl<T> Task<T> {
 
     /// True once the task finished: returned, panicked, or was cancelled.
     pub fn is_done(&self) -> bool {
-        self.header().has(COMPLETE)
+        self.header().state.is_complete()
     }
 
     /// True if the task was cancelled, or a cancellation was requested and will take effect at
@@ -237,7 +238,7 @@ impl<T> Task<T> {
             e.next_callback += 1;
             e.next_callback
         });
-        if header.has(COMPLETE) {
+        if header.state.is_complete() {
             let raw = (*self.raw()).clone();
             let run = move || callback(raw.ptr());
             if context::with_local(|_| ()).is_some() {
@@ -273,11 +274,9 @@ impl<T> Task<T> {
         // `T::clone` is user code: it could drop the owning handle or take the output while
         // we read it. OUTPUT_BORROWED makes both wait (see `Task::drop`, `poll_output`) until
         // the guard ends the borrow, dropping the output then if the handle went away.
-        let header = self.header();
-        if header.has(OUTPUT_BORROWED) {
+        if !self.header().state.borrow_output() {
             panic!("ringloop: Task::result called from inside the clone of the same task's output");
         }
-        header.set(OUTPUT_BORROWED);
         let guard = BorrowGuard { raw: self.raw };
         let raw = self.raw();
         // SAFETY: this task's output type is T; while OUTPUT_BORROWED is set nothing drops or
@@ -325,10 +324,10 @@ impl<T> Task<T> {
 
     /// Polls for the output without consuming the handle; used by `Join` and `Shielded`.
     pub(crate) fn poll_output(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
-        let header = self.header();
-        if header.has(COMPLETE) {
+        let state = &self.header().state;
+        if state.is_complete() {
             assert!(
-                !header.has(OUTPUT_BORROWED),
+                !state.is_output_borrowed(),
                 "ringloop: a task's output was awaited from inside Task::result's clone of it"
             );
             // SAFETY: this task's output type is T.
@@ -349,19 +348,18 @@ fn name_of(header: &raw::Header) -> String {
 }
 
 fn is_cancelled(header: &raw::Header) -> bool {
-    header.has(CANCELLED) || (header.has(CANCEL_REQUESTED) && !header.has(COMPLETE))
+    header.state.is_cancelled()
 }
 
 fn cancel(raw: &RawTask) -> bool {
-    let header = raw.header();
-    if header.has(COMPLETE) {
-        return false;
+    match raw.header().state.request_cancel() {
+        CancelRequest::Complete => false,
+        CancelRequest::AlreadyRequested => true,
+        CancelRequest::Requested => {
+            raw.schedule();
+            true
+        }
     }
-    if !header.has(CANCEL_REQUESTED) {
-        header.set(CANCEL_REQUESTED);
-        raw.schedule();
-    }
-    true
 }
 
 /// Ends a `Task::result` borrow of the output; drops the output if the owning handle went
@@ -374,9 +372,8 @@ impl Drop for BorrowGuard {
     fn drop(&mut self) {
         // SAFETY: the `Task` that made the guard holds a reference for the guard's lifetime.
         let header = unsafe { self.raw.as_ref() };
-        header.clear(OUTPUT_BORROWED);
         // During the done callbacks the completion drops a detached output after the last one.
-        if header.has(DETACHED) && !header.has(IN_CALLBACKS) {
+        if header.state.end_borrow() {
             // SAFETY: as above; the view releases no reference.
             std::mem::ManuallyDrop::new(unsafe { RawTask::from_owned(self.raw) }).drop_output();
         }
@@ -385,14 +382,11 @@ impl Drop for BorrowGuard {
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        let header = self.header();
-        if header.has(COMPLETE) && !header.has(OUTPUT_BORROWED) && !header.has(IN_CALLBACKS) {
+        // If not finished, `result()` is cloning the output, or the done callbacks are running
+        // (the later ones must still see it), the task is marked detached and the output is
+        // dropped later (at completion, when the clone ends, or after the last callback).
+        if self.header().state.drop_handle() {
             self.raw().drop_output();
-        } else {
-            // Not finished, `result()` is cloning the output, or the done callbacks are running
-            // (the later ones must still see it): it is dropped later (at completion, when the
-            // clone ends, or after the last callback).
-            header.set(DETACHED);
         }
         // SAFETY: the handle owns one reference, released here.
         drop(unsafe { RawTask::from_owned(self.raw) });
@@ -415,13 +409,14 @@ fn debug_task(header: &raw::Header, f: &mut fmt::Formatter<'_>, ty: &str) -> fmt
 }
 
 fn state_of(header: &raw::Header) -> TaskState {
-    if header.has(COMPLETE) {
+    let state = &header.state;
+    if state.is_complete() {
         TaskState::Done
-    } else if header.has(RUNNING) {
+    } else if state.is_running() {
         TaskState::Running
-    } else if header.has(CANCEL_REQUESTED) {
+    } else if state.is_cancel_requested() {
         TaskState::Cancelling
-    } else if header.scheduled.load(std::sync::atomic::Ordering::Relaxed) {
+    } else if state.is_scheduled() {
         TaskState::Scheduled
     } else {
         TaskState::Waiting
@@ -527,7 +522,7 @@ impl TaskRef {
 
     /// True once the task finished.
     pub fn is_done(&self) -> bool {
-        self.raw.header().has(COMPLETE)
+        self.raw.header().state.is_complete()
     }
 
     /// See [`Task::is_cancelled`].

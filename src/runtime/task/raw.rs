@@ -1,37 +1,25 @@
 //! The task cell: one allocation holding the header, the future and then its output; the
-//! reference count; the type-erased vtable; and the `Waker` built on the cell.
+//! reference counting; the type-erased vtable; the `Waker` built on the cell; and the loop's
+//! two steps on a task, [`RawTask::run`] and [`RawTask::complete`]. The task's state (count,
+//! `scheduled`, flags) lives in [`State`] (`state.rs`), changed only through its transitions.
+//!
+//! The atomics and the stage's `UnsafeCell` come from the `crate::loom` facade, so the
+//! `loom_tests` below check this very code.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::JoinError;
+use super::state::{Run, State};
+use crate::loom::cell::UnsafeCell;
 use crate::runtime::inject::Shared;
 use crate::runtime::scheduler;
-
-/// The task's future has finished (or was cancelled, or panicked): the stage holds the output,
-/// or is `Consumed` once the output was taken or dropped.
-pub(crate) const COMPLETE: u8 = 1 << 0;
-/// `cancel()` was called: the next time the loop picks the task up it drops the future.
-pub(crate) const CANCEL_REQUESTED: u8 = 1 << 1;
-/// The task finished by cancellation (its output is `Err(JoinError::Cancelled)`).
-pub(crate) const CANCELLED: u8 = 1 << 2;
-/// No `Task` handle owns the output any more; the output is dropped at completion.
-pub(crate) const DETACHED: u8 = 1 << 3;
-/// The loop is polling the future right now.
-pub(crate) const RUNNING: u8 = 1 << 4;
-/// `Task::result` is cloning the output: it must not be dropped or moved until this clears.
-pub(crate) const OUTPUT_BORROWED: u8 = 1 << 5;
-/// The loop is running the task's done callbacks: every one of them must see the output
-/// (asyncio's rule), so a detached task's output, or one whose handle a callback drops, is
-/// dropped only after the last callback (by the completion, which checks `DETACHED`).
-pub(crate) const IN_CALLBACKS: u8 = 1 << 6;
 
 /// A done callback, type-erased: it is called with the task's header.
 pub(crate) type DoneCallback = Box<dyn FnOnce(NonNull<Header>)>;
@@ -48,28 +36,24 @@ pub(crate) struct Extra {
 ///
 /// # Ground rules
 ///
-/// * `refs` and `scheduled` are atomics: wakers touch them from any thread. `vtable`, `owner`,
-///   `id` and `location` never change after spawn and may be read from any thread.
+/// * `state` holds the reference count and the `scheduled` flag (atomics: wakers touch them
+///   from any thread) and the lifecycle flags (loop thread only); see `state.rs` for the bits,
+///   their legal combinations and who may perform which transition. `vtable`, `owner`, `id`
+///   and `location` never change after spawn and may be read from any thread.
 /// * Every `Cell` field, the stage and everything they own are touched only on the owner
 ///   loop's thread. This is what lets a task's future be `!Send`.
-/// * The cell is freed when `refs` reaches zero. References are held by: the `Task` handle (until
-///   dropped), the loop's registry (until the task completes), each queue entry, each `Waker`
-///   and each `TaskRef`.
+/// * The cell is freed when the count reaches zero. References are held by: the `Task` handle
+///   (until dropped), the loop's registry (until the task completes), each queue entry, each
+///   `Waker` and each `TaskRef`.
 /// * While the stage holds the future, the registry holds a reference, so the last reference
 ///   can only be dropped on another thread once the future is gone. The output is dropped
 ///   on the loop thread, by the `Task` handle or at completion if detached; so freeing the cell
 ///   off-thread never drops `!Send` data.
 #[repr(C)]
 pub(crate) struct Header {
-    refs: AtomicUsize,
-    /// The task is in a run queue (local or inject), or about to be put in one.
-    pub(crate) scheduled: AtomicBool,
-    /// `COMPLETE`, `CANCEL_REQUESTED`, `CANCELLED`, `DETACHED`, `RUNNING`, `OUTPUT_BORROWED`,
-    /// `IN_CALLBACKS`;
-    /// loop thread only.
-    pub(crate) flags: Cell<u8>,
-    /// Key of this task in the loop's registry of live tasks.
-    pub(crate) registry_key: Cell<u32>,
+    /// References, `scheduled`, the lifecycle flags and the registry key; private fields,
+    /// named transitions.
+    pub(crate) state: State,
     pub(crate) vtable: &'static Vtable,
     /// The loop that owns the task: wakes from other threads go to its inject queue.
     pub(crate) owner: Arc<Shared>,
@@ -81,18 +65,6 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    pub(crate) fn has(&self, flag: u8) -> bool {
-        self.flags.get() & flag != 0
-    }
-
-    pub(crate) fn set(&self, flag: u8) {
-        self.flags.set(self.flags.get() | flag);
-    }
-
-    pub(crate) fn clear(&self, flag: u8) {
-        self.flags.set(self.flags.get() & !flag);
-    }
-
     /// Runs `f` on the task's extra data, allocating it on first use.
     pub(crate) fn with_extra<R>(&self, f: impl FnOnce(&mut Extra) -> R) -> R {
         let mut extra = self.extra.take().unwrap_or_default();
@@ -151,10 +123,7 @@ where
 {
     let cell = Box::new(TaskCell {
         header: Header {
-            refs: AtomicUsize::new(refs),
-            scheduled: AtomicBool::new(true),
-            flags: Cell::new(0),
-            registry_key: Cell::new(u32::MAX),
+            state: State::new(refs),
             vtable: &VtableFor::<F>::VTABLE,
             owner,
             id,
@@ -180,13 +149,19 @@ impl<F: Future + 'static> VtableFor<F> {
     };
 }
 
+/// Runs `f` on the stage.
+///
 /// # Safety
 ///
-/// `ptr` is the header of a live `TaskCell<F>`; the caller is on the owner loop's thread and
-/// holds no reference into the stage.
-unsafe fn stage<F: Future>(ptr: NonNull<Header>) -> *mut Stage<F> {
-    // SAFETY: the header is the first field of a repr(C) TaskCell<F> (caller's contract).
-    unsafe { (*ptr.cast::<TaskCell<F>>().as_ptr()).stage.get() }
+/// `ptr` is the header of a live `TaskCell<F>`; the caller is on the owner loop's thread (or
+/// holds the last reference) and no other reference into the stage is alive.
+#[inline(always)]
+unsafe fn with_stage<F: Future, R>(ptr: NonNull<Header>, f: impl FnOnce(&mut Stage<F>) -> R) -> R {
+    // SAFETY: the header is the first field of a repr(C) TaskCell<F> (caller's contract); only
+    // the stage field is borrowed, and shared: it is an `UnsafeCell`.
+    let stage = unsafe { &(*ptr.cast::<TaskCell<F>>().as_ptr()).stage };
+    // SAFETY: the access is exclusive (caller's contract) and lasts only for `f`.
+    stage.with_mut(|stage| f(unsafe { &mut *stage }))
 }
 
 /// Replaces the stage, dropping the old one with the stage already set to `Consumed`, so that
@@ -195,13 +170,13 @@ unsafe fn stage<F: Future>(ptr: NonNull<Header>) -> *mut Stage<F> {
 ///
 /// # Safety
 ///
-/// As for [`stage`].
+/// As for [`with_stage`].
 unsafe fn replace_stage<F: Future>(ptr: NonNull<Header>, new: Stage<F>) -> Option<String> {
-    // SAFETY: caller's contract; the reference into the stage ends before the drop runs.
-    let old = unsafe { std::mem::replace(&mut *stage::<F>(ptr), Stage::Consumed) };
+    // SAFETY: caller's contract; the access into the stage ends before the drop runs.
+    let old = unsafe { with_stage::<F, _>(ptr, |s| std::mem::replace(s, Stage::Consumed)) };
     let panicked = catch_unwind(AssertUnwindSafe(move || drop(old))).err();
     // SAFETY: as above; no reference into the stage is alive.
-    unsafe { *stage::<F>(ptr) = new };
+    unsafe { with_stage::<F, _>(ptr, |s| *s = new) };
     panicked.map(|p| super::panic_message(&*p))
 }
 
@@ -209,28 +184,33 @@ unsafe fn replace_stage<F: Future>(ptr: NonNull<Header>, new: Stage<F>) -> Optio
 ///
 /// `ptr` is the header of a live `TaskCell<F>`, on the owner loop's thread, not re-entered.
 unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
-    // SAFETY: caller's contract.
-    let fut: *mut F = match unsafe { &mut *stage::<F>(ptr) } {
-        Stage::Running(fut) => fut,
-        _ => return true,
-    };
     // The waker for this poll borrows the loop's reference (no count change); `ManuallyDrop`
     // keeps it from releasing a reference it never took.
     // SAFETY: the cell is alive for the whole poll (the caller holds a reference).
     let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(ptr)) });
     let mut cx = Context::from_waker(&waker);
-    let polled = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the future is pinned: the cell never moves and the future is dropped in
-        // place. Nothing else touches the stage during the poll: other handles of this task
-        // read only the header while it is RUNNING.
-        unsafe { Pin::new_unchecked(&mut *fut) }.poll(&mut cx)
-    }));
+    let poll_stage = |stage: &mut Stage<F>| {
+        let Stage::Running(fut) = stage else {
+            return None;
+        };
+        Some(catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the future is pinned: the cell never moves and the future is dropped in
+            // place.
+            unsafe { Pin::new_unchecked(fut) }.poll(&mut cx)
+        })))
+    };
+    // SAFETY: caller's contract. Nothing else touches the stage during the poll: other
+    // handles of this task read only the header while it is RUNNING.
+    let polled = unsafe { with_stage::<F, _>(ptr, poll_stage) };
+    let Some(polled) = polled else {
+        return true;
+    };
     // SAFETY: the header outlives this call.
-    let header = unsafe { ptr.as_ref() };
+    let state = unsafe { &ptr.as_ref().state };
     let output = match polled {
         Ok(Poll::Pending) => return false,
         // asyncio: a task cancelled right before its coroutine returns ends cancelled.
-        Ok(Poll::Ready(value)) if header.has(CANCEL_REQUESTED) => {
+        Ok(Poll::Ready(value)) if state.is_cancel_requested() => {
             drop_quietly(value);
             Err(Box::new(JoinError::Cancelled))
         }
@@ -240,7 +220,7 @@ unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
         )))),
     };
     if matches!(output.as_ref().map_err(|e| &**e), Err(JoinError::Cancelled)) {
-        header.set(CANCELLED);
+        state.mark_cancelled();
     }
     // SAFETY: caller's contract; the poll is over.
     unsafe { replace_stage::<F>(ptr, Stage::Finished(output)) };
@@ -256,8 +236,7 @@ fn drop_quietly<T>(value: T) {
 /// As for [`poll`].
 unsafe fn cancel<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
-    let header = unsafe { ptr.as_ref() };
-    header.set(CANCELLED);
+    unsafe { ptr.as_ref() }.state.mark_cancelled();
     // SAFETY: caller's contract.
     unsafe { replace_stage::<F>(ptr, Stage::Finished(Err(Box::new(JoinError::Cancelled)))) };
 }
@@ -267,7 +246,7 @@ unsafe fn cancel<F: Future + 'static>(ptr: NonNull<Header>) {
 /// As for [`poll`].
 unsafe fn drop_output<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
-    if matches!(unsafe { &*stage::<F>(ptr) }, Stage::Finished(_)) {
+    if unsafe { with_stage::<F, _>(ptr, |s| matches!(s, Stage::Finished(_))) } {
         // SAFETY: caller's contract.
         unsafe { replace_stage::<F>(ptr, Stage::Consumed) };
     }
@@ -278,11 +257,19 @@ unsafe fn drop_output<F: Future + 'static>(ptr: NonNull<Header>) {
 /// As for [`poll`]; `dst` points to a valid `Option<Output<F::Output>>`.
 unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
     // SAFETY: caller's contract.
-    let stage = unsafe { &mut *stage::<F>(ptr) };
-    if let Stage::Finished(_) = stage {
-        let Stage::Finished(out) = std::mem::replace(stage, Stage::Consumed) else {
-            unreachable!("ringloop: stage checked just above")
-        };
+    let out = unsafe {
+        with_stage::<F, _>(ptr, |stage| {
+            // Only a finished stage is replaced: a running future is pinned and must not move.
+            if !matches!(stage, Stage::Finished(_)) {
+                return None;
+            }
+            match std::mem::replace(stage, Stage::Consumed) {
+                Stage::Finished(out) => Some(out),
+                _ => unreachable!("ringloop: stage checked just above"),
+            }
+        })
+    };
+    if let Some(out) = out {
         // SAFETY: caller's contract on `dst`.
         unsafe { *dst.cast::<Option<Output<F::Output>>>() = Some(out) };
     }
@@ -293,9 +280,11 @@ unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
 /// As for [`poll`]. The pointer is valid until the stage next changes.
 unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
     // SAFETY: caller's contract.
-    match unsafe { &*stage::<F>(ptr) } {
-        Stage::Finished(out) => (out as *const Output<F::Output>).cast(),
-        _ => std::ptr::null(),
+    unsafe {
+        with_stage::<F, _>(ptr, |stage| match stage {
+            Stage::Finished(out) => (out as *const Output<F::Output>).cast(),
+            _ => std::ptr::null(),
+        })
     }
 }
 
@@ -304,9 +293,12 @@ unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
 /// `ptr` is the header of a `TaskCell<F>` whose last reference was just released.
 unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract: nobody else refers to the cell.
-    let mut cell = unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) };
-    // The box owns the cell: `get_mut` reads the stage without any unsafe precondition.
-    if matches!(cell.stage.get_mut(), Stage::Consumed) {
+    let cell = unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) };
+    // SAFETY: the box owns the cell, so this read of the stage is the only access.
+    let consumed = cell
+        .stage
+        .with(|stage| matches!(unsafe { &*stage }, Stage::Consumed));
+    if consumed {
         drop(cell);
     } else {
         // The future or output is still here, so the loop that owned it never cleaned up (a
@@ -407,6 +399,75 @@ impl RawTask {
     }
 }
 
+/// How [`RawTask::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// Polled; the future is waiting for a wake.
+    Pending,
+    /// The output is stored (returned, panicked, or the future was dropped by a requested
+    /// cancellation): the caller calls [`RawTask::complete`].
+    Finished,
+    /// The task had completed already (a stale queue entry): nothing was done.
+    Stale,
+}
+
+impl RawTask {
+    /// Loop thread: runs a task taken from a run queue once. Clears `scheduled` first (a wake
+    /// during or after the poll queues the task again), then polls the future with `current`
+    /// set to the task, or drops the future if a cancellation was requested.
+    #[inline]
+    pub(crate) fn run(&self, current: &Cell<Option<NonNull<Header>>>) -> Ran {
+        let state = &self.header().state;
+        match state.start_run() {
+            Run::Stale => Ran::Stale,
+            Run::Cancel => {
+                self.cancel_now();
+                Ran::Finished
+            }
+            Run::Poll => {
+                let prev = current.replace(Some(self.ptr));
+                let done = self.poll();
+                current.set(prev);
+                state.end_poll();
+                if done { Ran::Finished } else { Ran::Pending }
+            }
+        }
+    }
+
+    /// Loop thread: the bookkeeping once the output is stored: marks the task complete, takes
+    /// it out of the loop's registry (`leave_registry` gets the key and returns the registry's
+    /// reference, which is released last), wakes the awaiter, runs the done callbacks (all of
+    /// them see the output), and drops the output if no handle owns it.
+    pub(crate) fn complete(&self, leave_registry: impl FnOnce(u32) -> Option<RawTask>) {
+        let header = self.header();
+        header.state.complete();
+        let in_registry = leave_registry(header.state.registry_key());
+        if let Some(waker) = header.join_waker.take() {
+            scheduler::wake_guarded(waker);
+        }
+        let callbacks = header
+            .extra
+            .take()
+            .map(|mut extra| {
+                let cbs = std::mem::take(&mut extra.callbacks);
+                header.extra.set(Some(extra));
+                cbs
+            })
+            .unwrap_or_default();
+        header.state.begin_callbacks();
+        for (_, callback) in callbacks {
+            let ptr = self.ptr;
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || callback(ptr))) {
+                scheduler::report_panic("a task's done callback", &*p);
+            }
+        }
+        if header.state.end_callbacks() {
+            self.drop_output();
+        }
+        drop(in_registry);
+    }
+}
+
 impl Clone for RawTask {
     fn clone(&self) -> RawTask {
         // SAFETY: we hold a reference, so the header is alive.
@@ -424,24 +485,20 @@ impl Drop for RawTask {
 /// # Safety
 ///
 /// `ptr` is a live task header.
+#[inline]
 unsafe fn inc_ref(ptr: NonNull<Header>) {
-    // SAFETY: caller's contract. Relaxed suffices: a new reference is made from an existing one,
-    // which keeps the cell alive (the `Arc::clone` argument).
-    let prev = unsafe { ptr.as_ref() }.refs.fetch_add(1, Ordering::Relaxed);
-    if prev > isize::MAX as usize {
-        std::process::abort();
-    }
+    // SAFETY: caller's contract.
+    unsafe { ptr.as_ref() }.state.ref_inc();
 }
 
 /// # Safety
 ///
 /// `ptr` is a live task header and the caller gives up one counted reference.
+#[inline]
 unsafe fn dec_ref(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
     let header = unsafe { ptr.as_ref() };
-    if header.refs.fetch_sub(1, Ordering::Release) == 1 {
-        // Synchronise with every other release of a reference before freeing (`Arc::drop`).
-        fence(Ordering::Acquire);
+    if header.state.ref_dec() {
         let dealloc = header.vtable.dealloc;
         // SAFETY: that was the last reference.
         unsafe { dealloc(ptr) };
@@ -456,9 +513,7 @@ unsafe fn dec_ref(ptr: NonNull<Header>) {
 unsafe fn schedule(ptr: NonNull<Header>, owned: bool) {
     // SAFETY: caller's contract.
     let header = unsafe { ptr.as_ref() };
-    // AcqRel pairs with the loop's `swap(false)` before it polls: either the loop sees this wake
-    // (and what the waker wrote before it), or this wake sees the flag clear and queues again.
-    if header.scheduled.swap(true, Ordering::AcqRel) {
+    if !header.state.schedule() {
         if owned {
             // SAFETY: caller's contract.
             unsafe { dec_ref(ptr) };
@@ -508,7 +563,7 @@ unsafe fn waker_drop(data: *const ()) {
     unsafe { dec_ref(ptr) };
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -522,5 +577,509 @@ mod tests {
         );
         let small = std::mem::size_of::<Stage<std::future::Ready<usize>>>();
         assert!(small <= 24, "stage of a ready usize: {small}");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Model-checks the task cell with loom, over the real code: the state transitions
+    //! (`state.rs`), the reference count, the stage (a loom `UnsafeCell`, so an access from
+    //! another thread without a happens-before edge fails the model), the `Waker` vtable, the
+    //! inject queue and park word (`inject.rs`), and the loop's two steps on a task,
+    //! [`RawTask::run`] and [`RawTask::complete`].
+    //!
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_tests`.
+    //!
+    //! The loop thread of each model is [`ModelLoop`]: `Local::tick` reduced to what tasks need
+    //! (run the queued tasks, drain the inject queue, park when idle), with the driver's wait
+    //! replaced by `Shared::wait_for_unpark`, the loom stand-in for the eventfd. No loop is
+    //! installed in the thread-local context, so every wake, on either thread, takes the
+    //! cross-thread path: the inject queue.
+
+    use super::*;
+    use crate::runtime::inject::Injected;
+    use crate::runtime::task::Task;
+    use loom::sync::Mutex;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::thread;
+    use slab::Slab;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+    use std::sync::atomic::AtomicUsize;
+
+    /// `loom::model`, reporting how many interleavings it explored (`--nocapture` shows it).
+    fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+        model_bounded(name, None, f);
+    }
+
+    /// [`model`] with at most `preemptions` preemptions per interleaving (`None`: all
+    /// interleavings; `LOOM_MAX_PREEMPTIONS` overrides).
+    fn model_bounded(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
+        let iterations = Arc::new(AtomicUsize::new(0));
+        let counted = iterations.clone();
+        let started = std::time::Instant::now();
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = preemptions;
+        }
+        builder.check(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        });
+        eprintln!(
+            "loom model {name}: {} interleavings in {:.2?}",
+            drops(&iterations),
+            started.elapsed()
+        );
+    }
+
+    /// The loop side of a model (see the module docs).
+    struct ModelLoop {
+        shared: Arc<Shared>,
+        queue: RefCell<VecDeque<RawTask>>,
+        registry: RefCell<Slab<RawTask>>,
+        current: Cell<Option<NonNull<Header>>>,
+    }
+
+    impl ModelLoop {
+        fn new() -> ModelLoop {
+            ModelLoop {
+                shared: Arc::new(Shared::new(None)),
+                queue: RefCell::new(VecDeque::new()),
+                registry: RefCell::new(Slab::new()),
+                current: Cell::new(None),
+            }
+        }
+
+        /// `Local::spawn`: three references (handle, registry, queue entry).
+        fn spawn<F: Future + 'static>(&self, future: F) -> Task<F::Output> {
+            let ptr = allocate(future, self.shared.clone(), 1, Location::caller(), 3);
+            // SAFETY: `allocate` counted three references; each RawTask takes one.
+            let (handle, in_registry, in_queue) = unsafe {
+                (
+                    RawTask::from_owned(ptr),
+                    RawTask::from_owned(ptr),
+                    RawTask::from_owned(ptr),
+                )
+            };
+            let key = self.registry.borrow_mut().insert(in_registry);
+            handle.header().state.set_registry_key(key as u32);
+            self.queue.borrow_mut().push_back(in_queue);
+            // SAFETY: the cell was allocated for F.
+            unsafe { Task::from_raw(handle) }
+        }
+
+        /// `Local::run_task` for every queued task.
+        fn run_queued(&self) {
+            loop {
+                let task = self.queue.borrow_mut().pop_front();
+                let Some(task) = task else { break };
+                if task.run(&self.current) == Ran::Finished {
+                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                }
+            }
+        }
+
+        /// `Local::drain_injected`.
+        fn drain(&self) {
+            let mut items = Vec::new();
+            self.shared.drain_into(&mut items);
+            for item in items {
+                match item {
+                    Injected::Wake(task) => {
+                        // `scheduled` lets one queue entry exist per task at a time.
+                        let mut queue = self.queue.borrow_mut();
+                        assert!(!queue.iter().any(|t| t.ptr() == task.ptr()), "queued twice");
+                        queue.push_back(task);
+                    }
+                    Injected::Call(f) => f(),
+                }
+            }
+        }
+
+        /// Runs until `done()`, parking when idle as `Local::tick` does. A wake-up that is lost
+        /// leaves this thread waiting for ever: loom reports the deadlock.
+        fn run_until(&self, done: impl Fn() -> bool) {
+            loop {
+                self.run_queued();
+                if done() {
+                    return;
+                }
+                if self.shared.has_pending() {
+                    self.drain();
+                } else if self.shared.prepare_park() {
+                    self.shared.wait_for_unpark();
+                    self.shared.finish_park();
+                }
+            }
+        }
+
+        /// After the other threads were joined: runs what is left (stale wakes find the task
+        /// complete), checks every task left the registry, and closes the queue.
+        fn finish(self) {
+            self.drain();
+            self.run_queued();
+            assert!(self.registry.borrow().is_empty(), "a task never completed");
+            drop(self.shared.close());
+            assert_eq!(
+                Arc::strong_count(&self.shared),
+                1,
+                "a task cell was not freed (or was freed twice)"
+            );
+        }
+    }
+
+    impl ModelLoop {
+        /// `Local::close`'s part for tasks: refuse pushes and drop what was queued, cancel
+        /// every task left (its future dropped here), drop the run queue.
+        fn close(self) {
+            drop(self.shared.close());
+            let tasks: Vec<RawTask> = self
+                .registry
+                .borrow()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect();
+            for task in tasks {
+                if !task.header().state.is_complete() {
+                    task.cancel_now();
+                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                }
+            }
+            self.queue.borrow_mut().clear();
+            assert!(self.registry.borrow().is_empty());
+        }
+    }
+
+    /// Counts its drops and checks they happen on the loop thread (futures and outputs may be
+    /// `!Send`).
+    struct DropProbe {
+        drops: Arc<AtomicUsize>,
+        on: thread::ThreadId,
+    }
+
+    impl DropProbe {
+        fn new() -> (DropProbe, Arc<AtomicUsize>) {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let probe = DropProbe {
+                drops: drops.clone(),
+                on: thread::current().id(),
+            };
+            (probe, drops)
+        }
+    }
+
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            assert_eq!(
+                thread::current().id(),
+                self.on,
+                "dropped off the loop thread"
+            );
+            self.drops
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn drops(counter: &AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Polls a task handle once for its output, outside any task.
+    fn output<T>(task: &Task<T>) -> Option<Result<T, super::JoinError>> {
+        match task.poll_output(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Where a future leaves its waker for another thread.
+    type Slot = Arc<Mutex<Option<Waker>>>;
+
+    fn take_waker(slot: &Slot) -> Waker {
+        slot.lock()
+            .unwrap()
+            .take()
+            .expect("the first poll left its waker")
+    }
+
+    /// (a) A wake from another thread races the loop's next poll of the task. The task is
+    /// queued (it yielded) when the waker thread sets `ready` (relaxed: only the task's
+    /// `scheduled` flag or the inject queue can make it visible) and wakes it. Either the loop's
+    /// clear of `scheduled` comes after the wake, and that poll sees `ready`; or the wake finds
+    /// the flag clear and queues the task again. Never neither: the task completes.
+    #[test]
+    fn wake_from_another_thread_racing_a_poll_is_not_lost() {
+        model("wake_from_another_thread_racing_a_poll_is_not_lost", || {
+            let lp = ModelLoop::new();
+            let ready = Arc::new(AtomicBool::new(false));
+            let slot: Slot = Arc::new(Mutex::new(None));
+            let polls = Rc::new(Cell::new(0));
+            let (probe, future_drops) = DropProbe::new();
+            let task = lp.spawn({
+                let (ready, slot, polls) = (ready.clone(), slot.clone(), polls.clone());
+                std::future::poll_fn(move |cx| {
+                    let _ = &probe;
+                    polls.set(polls.get() + 1);
+                    if polls.get() == 1 {
+                        *slot.lock().unwrap() = Some(cx.waker().clone());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    if ready.load(Ordering::Relaxed) {
+                        Poll::Ready(polls.get())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+            });
+            lp.run_queued();
+            let waker = take_waker(&slot);
+            let waker_thread = thread::spawn(move || {
+                ready.store(true, Ordering::Relaxed);
+                waker.wake();
+            });
+            lp.run_until(|| task.is_done());
+            waker_thread.join().unwrap();
+            let polled = output(&task).expect("done").expect("returned");
+            assert!((2..=3).contains(&polled), "polled {polled} times");
+            assert_eq!(drops(&future_drops), 1);
+            drop(task);
+            lp.finish();
+        });
+    }
+
+    /// (a, two wakers) Two threads wake the task while the loop polls it: the task is queued
+    /// once at a time (`ModelLoop::drain` checks), polled until it sees both wakes' data
+    /// (relaxed: only `scheduled` and the inject queue order it), and every reference the
+    /// wakers took is released.
+    #[test]
+    fn two_wakes_from_other_threads_racing_a_poll() {
+        // Three threads: all ~736,000 interleavings take ~45 s; three preemptions, under a second.
+        model_bounded(
+            "two_wakes_from_other_threads_racing_a_poll",
+            Some(3),
+            || {
+                let lp = ModelLoop::new();
+                let ready = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+                let slot: Slot = Arc::new(Mutex::new(None));
+                let mut first = true;
+                let task = lp.spawn({
+                    let (ready, slot) = (ready.clone(), slot.clone());
+                    std::future::poll_fn(move |cx| {
+                        if std::mem::take(&mut first) {
+                            *slot.lock().unwrap() = Some(cx.waker().clone());
+                        }
+                        if ready.load(Ordering::Relaxed) == 2 {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                });
+                lp.run_queued();
+                let waker = take_waker(&slot);
+                let wakers: Vec<_> = [waker.clone(), waker]
+                    .into_iter()
+                    .map(|waker| {
+                        let ready = ready.clone();
+                        thread::spawn(move || {
+                            ready.fetch_add(1, Ordering::Relaxed);
+                            waker.wake();
+                        })
+                    })
+                    .collect();
+                lp.run_until(|| task.is_done());
+                for w in wakers {
+                    w.join().unwrap();
+                }
+                drop(task);
+                lp.finish();
+            },
+        );
+    }
+
+    /// (b) A wake from another thread races `Task::cancel`: the future is polled no more after
+    /// the cancel, dropped exactly once on the loop thread, and the task ends `Cancelled`,
+    /// whichever of the two queued it (or both did).
+    #[test]
+    fn wake_racing_cancellation() {
+        model("wake_racing_cancellation", || {
+            let lp = ModelLoop::new();
+            let slot: Slot = Arc::new(Mutex::new(None));
+            let polls = Rc::new(Cell::new(0));
+            let (probe, future_drops) = DropProbe::new();
+            let task = lp.spawn({
+                let (slot, polls) = (slot.clone(), polls.clone());
+                std::future::poll_fn(move |cx| {
+                    let _ = &probe;
+                    polls.set(polls.get() + 1);
+                    *slot.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::<()>::Pending
+                })
+            });
+            lp.run_queued();
+            let waker = take_waker(&slot);
+            let waker_thread = thread::spawn(move || waker.wake());
+            assert!(task.cancel(), "not finished yet");
+            lp.run_until(|| task.is_done());
+            waker_thread.join().unwrap();
+            assert_eq!(polls.get(), 1, "polled after the cancel");
+            assert_eq!(drops(&future_drops), 1);
+            assert!(task.is_cancelled());
+            assert!(output(&task).expect("done").unwrap_err().is_cancelled());
+            drop(task);
+            lp.finish();
+        });
+    }
+
+    /// (c) The last reference is dropped on another thread: a waker clone is dropped there
+    /// (after waking the task, if `wake_first`: then the inject queue's entry may be the
+    /// last reference) while the loop completes the detached task (its handle was dropped
+    /// first) and drops the output. Whoever drops the last reference frees the cell, exactly
+    /// once (`ModelLoop::finish` checks the cell's `Arc<Shared>` was released exactly once);
+    /// the loom stage cell checks that the free, which reads the stage, happens after the
+    /// loop's last write to it (the count's release and acquire fence); the future and the
+    /// output are dropped exactly once, on the loop thread.
+    fn last_reference_on_another_thread(wake_first: bool) {
+        let lp = ModelLoop::new();
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let (probe, future_drops) = DropProbe::new();
+        let (output_probe, output_drops) = DropProbe::new();
+        let mut output_probe = Some(output_probe);
+        let mut first = true;
+        let task = lp.spawn({
+            let slot = slot.clone();
+            std::future::poll_fn(move |cx| {
+                let _ = &probe;
+                if std::mem::take(&mut first) {
+                    *slot.lock().unwrap() = Some(cx.waker().clone());
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(output_probe.take().expect("polled once more"))
+            })
+        });
+        lp.run_queued();
+        let waker = take_waker(&slot);
+        let other = thread::spawn(move || {
+            if wake_first {
+                waker.wake_by_ref();
+            }
+            drop(waker);
+        });
+        drop(task);
+        lp.run_until(|| lp.registry.borrow().is_empty());
+        assert_eq!(drops(&future_drops), 1);
+        assert_eq!(
+            drops(&output_drops),
+            1,
+            "the detached output is dropped at completion"
+        );
+        other.join().unwrap();
+        lp.finish();
+    }
+
+    #[test]
+    fn last_reference_dropped_on_another_thread() {
+        model("last_reference_dropped_on_another_thread", || {
+            last_reference_on_another_thread(false)
+        });
+    }
+
+    #[test]
+    fn last_reference_dropped_on_another_thread_after_a_wake() {
+        model(
+            "last_reference_dropped_on_another_thread_after_a_wake",
+            || last_reference_on_another_thread(true),
+        );
+    }
+
+    /// A wake from another thread races the loop's close: the push lands before the close
+    /// (the close drops the entry) or is refused (the waker's thread drops the reference,
+    /// perhaps the last one: the cell is freed there, holding neither future nor output). The
+    /// future is dropped exactly once, on the loop thread, and the cell is freed exactly once.
+    #[test]
+    fn wake_racing_the_loop_closing() {
+        model("wake_racing_the_loop_closing", || {
+            let lp = ModelLoop::new();
+            let shared = lp.shared.clone();
+            let slot: Slot = Arc::new(Mutex::new(None));
+            let (probe, future_drops) = DropProbe::new();
+            let task = lp.spawn({
+                let slot = slot.clone();
+                std::future::poll_fn(move |cx| {
+                    let _ = &probe;
+                    *slot.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::<()>::Pending
+                })
+            });
+            lp.run_queued();
+            let waker = take_waker(&slot);
+            let waker_thread = thread::spawn(move || waker.wake());
+            drop(task);
+            lp.close();
+            assert_eq!(drops(&future_drops), 1);
+            waker_thread.join().unwrap();
+            assert_eq!(
+                Arc::strong_count(&shared),
+                1,
+                "the cell was not freed exactly once"
+            );
+        });
+    }
+
+    /// (d) A `Task` awaited while it completes, the completion driven from another thread.
+    /// `Task` is `!Send` by design, so what crosses threads is what a `PoolFuture` or a
+    /// `Handle::spawn` result does: a worker thread publishes a value and wakes the waiting
+    /// task by value (`Waker::wake`: the owned path, whose reference rides the inject queue).
+    /// Task `inner` waits for that value (`Cross` below stands in for the pool's shared state);
+    /// task `outer` awaits `inner`'s `Task` (the real `Join`: `join_waker`, `complete`'s wake,
+    /// `take_output`). The outer task gets the worker's value; both cells are freed once.
+    #[test]
+    fn task_awaited_while_another_thread_completes_it() {
+        /// The pool's completion state, reduced: a value and the waiter's waker.
+        #[derive(Default)]
+        struct Cross {
+            value: Mutex<(Option<u32>, Option<Waker>)>,
+        }
+
+        model("task_awaited_while_another_thread_completes_it", || {
+            let lp = ModelLoop::new();
+            let cross = Arc::new(Cross::default());
+            let inner = lp.spawn({
+                let cross = cross.clone();
+                std::future::poll_fn(move |cx| {
+                    let mut g = cross.value.lock().unwrap();
+                    match g.0.take() {
+                        Some(v) => Poll::Ready(v),
+                        None => {
+                            g.1 = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    }
+                })
+            });
+            let outer = lp.spawn(async move { inner.await.expect("inner returned") + 1 });
+            let worker = {
+                let cross = cross.clone();
+                thread::spawn(move || {
+                    let waker = {
+                        let mut g = cross.value.lock().unwrap();
+                        g.0 = Some(41);
+                        g.1.take()
+                    };
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                })
+            };
+            lp.run_until(|| outer.is_done());
+            worker.join().unwrap();
+            assert_eq!(output(&outer).expect("done").expect("returned"), 42);
+            drop(outer);
+            lp.finish();
+        });
     }
 }
