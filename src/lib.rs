@@ -36,6 +36,7 @@ compile_error!("ringloop runs only on Linux (it is built on io_uring); see LINUX
 compile_error!("ringloop needs a 64-bit target (its syscalls pass 64-bit offsets in one word)");
 
 mod buf;
+mod callbacks;
 mod driver;
 pub mod fs;
 pub mod future;

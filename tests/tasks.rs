@@ -512,3 +512,20 @@ fn result_survives_a_clone_that_drops_the_handle() {
     });
     assert_eq!(intact.get(), Some(true));
 }
+
+#[test]
+fn a_task_panic_can_be_resumed_with_its_message() {
+    let err =
+        ringloop::run(async { ringloop::spawn(async { panic!("kept {}", 7) }).await }).unwrap_err();
+    assert_eq!(err, JoinError::Panicked("kept 7".into()));
+    let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::panic::resume_unwind(err.into_panic())
+    }))
+    .unwrap_err();
+    assert_eq!(
+        resumed.downcast_ref::<String>().map(String::as_str),
+        Some("kept 7")
+    );
+    let cancelled = JoinError::Cancelled.try_into_panic().unwrap_err();
+    assert!(cancelled.is_cancelled());
+}

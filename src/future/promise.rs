@@ -1,7 +1,7 @@
 //! `Promise` (asyncio.Future): a settable, cancellable, awaitable,
 //! cloneable one-shot result, and `PromiseError`.
 
-use crate::runtime::task::CallbackId;
+use crate::callbacks::{CallbackId, Callbacks, run_guarded};
 use std::error::Error;
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -76,16 +76,9 @@ impl Error for PromiseError {
 
 type Callback<T> = Box<dyn FnOnce(&Promise<T>) + Send>;
 
-/// Runs a done callback; a panic in it is reported on stderr and does not stop the others
-/// (asyncio logs a failing callback and goes on).
+/// Runs a done callback; a panic in it is reported on stderr and does not stop the others.
 fn run_callback<T>(callback: Callback<T>, promise: &Promise<T>) {
-    let run = std::panic::AssertUnwindSafe(move || callback(promise));
-    if let Err(p) = std::panic::catch_unwind(run) {
-        eprintln!(
-            "ringloop: a promise's done callback panicked: {}",
-            crate::runtime::task::panic_message(&*p)
-        );
-    }
+    run_guarded("a promise's done callback", move || callback(promise));
 }
 
 enum State<T> {
@@ -101,8 +94,7 @@ const TAKEN_MSG: &str = "ringloop: the promise's value was already moved out by 
 
 struct Inner<T> {
     state: State<T>,
-    callbacks: Vec<(CallbackId, Callback<T>)>,
-    next_callback: u64,
+    callbacks: Callbacks<Callback<T>>,
     /// Wakers of pending awaits, indexed by their key; `free` lists reusable
     /// keys. Cleared when the promise becomes done.
     waiters: Vec<Option<Waker>>,
@@ -165,8 +157,7 @@ impl<T> Promise<T> {
         Promise {
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Pending,
-                callbacks: Vec::new(),
-                next_callback: 0,
+                callbacks: Callbacks::default(),
                 waiters: Vec::new(),
                 free: Vec::new(),
             })),
@@ -189,15 +180,12 @@ impl<T> Promise<T> {
             }
             inner.state = state;
             inner.free = Vec::new();
-            (
-                std::mem::take(&mut inner.waiters),
-                std::mem::take(&mut inner.callbacks),
-            )
+            (std::mem::take(&mut inner.waiters), inner.callbacks.take())
         };
         for waker in waiters.into_iter().flatten() {
             waker.wake();
         }
-        for (_, callback) in callbacks {
+        for callback in callbacks {
             run_callback(callback, self);
         }
         Ok(())
@@ -294,24 +282,22 @@ impl<T> Promise<T> {
         callback: impl FnOnce(&Promise<T>) + Send + 'static,
     ) -> CallbackId {
         let mut inner = self.lock();
-        let id = CallbackId::new(inner.next_callback);
-        inner.next_callback += 1;
         if matches!(inner.state, State::Pending) {
-            inner.callbacks.push((id, Box::new(callback)));
+            inner.callbacks.add(Box::new(callback))
         } else {
+            let id = inner.callbacks.new_id();
             drop(inner);
             run_callback(Box::new(callback), self);
+            id
         }
-        id
     }
 
     /// Unregisters a callback that has not run yet. Returns whether it was
     /// removed.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        let mut inner = self.lock();
-        let before = inner.callbacks.len();
-        inner.callbacks.retain(|(cid, _)| *cid != id);
-        inner.callbacks.len() != before
+        let removed = self.lock().callbacks.remove(id);
+        // Dropped outside the lock: the closure's captures are the caller's values.
+        removed.is_some()
     }
 
     /// Waits for the promise; the same as `.await` on a clone.

@@ -62,6 +62,31 @@ impl PoolError {
         matches!(self, PoolError::Panicked(_))
     }
 
+    /// A [`PoolError::Panicked`] job's panic as a payload for [`std::panic::resume_unwind`]:
+    /// its message as a `String` (a payload of another type is not kept, and a process pool's
+    /// job panicked in another process, so the message is all there is); any other error
+    /// back as `Err`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringloop::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1);
+    /// let err = pool.submit(|| -> u8 { panic!("in a worker") }).into_result(None).unwrap_err();
+    /// let payload = err.try_into_panic().unwrap();
+    /// let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///     std::panic::resume_unwind(payload)
+    /// }));
+    /// assert_eq!(resumed.unwrap_err().downcast_ref::<String>().unwrap(), "in a worker");
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send + 'static>, PoolError> {
+        match self {
+            PoolError::Panicked(msg) => Ok(Box::new(msg)),
+            other => Err(other),
+        }
+    }
+
     /// `true` for [`PoolError::Failed`].
     pub fn is_failed(&self) -> bool {
         matches!(self, PoolError::Failed(_))
@@ -111,4 +136,4 @@ impl fmt::Display for PoolError {
 
 impl std::error::Error for PoolError {}
 
-pub(crate) use crate::runtime::task::panic_message;
+pub(crate) use crate::callbacks::panic_message;

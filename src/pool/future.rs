@@ -4,14 +4,14 @@
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::error::{PoolError, panic_message};
+use super::error::PoolError;
+use crate::callbacks::{CallbackId, Callbacks, run_guarded};
 
 /// A done-callback registered with [`PoolFuture::add_done_callback`].
 type Callback<T> = Box<dyn FnOnce(&PoolFuture<T>) + Send + 'static>;
@@ -94,7 +94,7 @@ struct Inner<T> {
     blocked: usize,
     /// Async awaiters, keyed by handle so a re-poll replaces instead of accumulating.
     wakers: Vec<(u64, Waker)>,
-    callbacks: Vec<Callback<T>>,
+    callbacks: Callbacks<Callback<T>>,
     watchers: Vec<(Arc<Waiter>, usize)>,
     /// How to cancel the work once it runs, if it can be (a `Handle::spawn` future can; a
     /// pool job cannot, as in concurrent.futures).
@@ -195,7 +195,7 @@ impl<T, J: JobSlot> Shared<T, J> {
                 state,
                 blocked: 0,
                 wakers: Vec::new(),
-                callbacks: Vec::new(),
+                callbacks: Callbacks::default(),
                 watchers: Vec::new(),
                 cancel_running: None,
                 cancel_requested: false,
@@ -330,12 +330,13 @@ impl<T> Shared<T> {
         this.status.store(status_of(&g.state), Ordering::Release);
         let notify_blocked = g.blocked > 0;
         let wakers = std::mem::take(&mut g.wakers);
-        let callbacks = std::mem::take(&mut g.callbacks);
+        let has_callbacks = !g.callbacks.is_empty();
+        let callbacks = g.callbacks.take();
         let watchers = std::mem::take(&mut g.watchers);
         drop(g);
         // Callbacks first: a callback gets the future so that it can call `result()`, which
         // must not find the value already moved out by an awaiter woken before it.
-        if !callbacks.is_empty() {
+        if has_callbacks {
             let handle = PoolFuture {
                 shared: Arc::clone(this),
                 key: 0,
@@ -408,12 +409,7 @@ impl<T> Shared<T> {
 /// Runs one done-callback, catching (and reporting on stderr) a panic so that a
 /// failing callback neither kills the worker nor skips the other callbacks.
 fn run_callback<T>(cb: Callback<T>, handle: &PoolFuture<T>) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(handle))) {
-        eprintln!(
-            "ringloop: a PoolFuture done-callback panicked (ignored): {}",
-            panic_message(&*payload)
-        );
-    }
+    run_guarded("a PoolFuture done-callback", || cb(handle));
 }
 
 const TAKEN_MSG: &str = "PoolFuture: the value was already moved out by `.await` or \
@@ -652,17 +648,26 @@ impl<T> PoolFuture<T> {
     /// fut.add_done_callback(move |f| tx.send(f.result(None)).unwrap());
     /// assert_eq!(rx.recv().unwrap(), Ok(42));
     /// ```
-    pub fn add_done_callback<F>(&self, f: F)
+    pub fn add_done_callback<F>(&self, f: F) -> CallbackId
     where
         F: FnOnce(&PoolFuture<T>) + Send + 'static,
     {
         let mut g = lock(&self.shared.inner);
         if outcome_of(&g.state).is_some() {
+            let id = g.callbacks.new_id();
             drop(g);
             run_callback(Box::new(f), self);
+            id
         } else {
-            g.callbacks.push(Box::new(f));
+            g.callbacks.add(Box::new(f))
         }
+    }
+
+    /// Removes a done-callback that has not run yet; `true` if it was found.
+    pub fn remove_done_callback(&self, id: CallbackId) -> bool {
+        let removed = lock(&self.shared.inner).callbacks.remove(id);
+        // Dropped outside the lock: the closure's captures are the caller's values.
+        removed.is_some()
     }
 }
 

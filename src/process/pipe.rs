@@ -88,23 +88,8 @@ impl Pipe {
         }
     }
 
-    async fn write_all<B: IoBuf>(&self, mut buf: B) -> BufResult<(), B> {
-        let total = buf.bytes_init();
-        let mut done = 0;
-        while done < total {
-            let BufResult(r, slice) = self.write(buf.slice(done..total)).await;
-            buf = slice.into_inner();
-            match r {
-                Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::WriteZero, "ringloop: wrote 0 bytes");
-                    return BufResult(Err(e), buf);
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return BufResult(Err(e), buf),
-            }
-        }
-        BufResult(Ok(()), buf)
+    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        crate::io::write_all_with(buf, |slice| self.write(slice)).await
     }
 }
 

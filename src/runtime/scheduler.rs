@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::panic::Location;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::callbacks::run_guarded;
+
 use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
 use crate::runtime::task::raw::{self, Header, Ran, RawTask};
-use crate::runtime::task::{Task, TaskRef, panic_message};
+use crate::runtime::task::{Task, TaskRef};
 use crate::runtime::time::LocalMarker;
 use crate::runtime::timer::{Action, TimerKey, Timers};
 
@@ -271,9 +273,9 @@ impl Local {
         // User code (a waker, the drop of an orphaned operation's data) may panic: report it and
         // go on, so that the other wake-ups collected in this pass are not lost.
         for orphan in orphans.drain(..) {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(move || orphan.run())) {
-                report_panic("dropping a cancelled operation's data", &*p);
-            }
+            run_guarded("dropping a cancelled operation's data", move || {
+                orphan.run()
+            });
         }
         for w in wakers.drain(..) {
             wake_guarded(w);
@@ -301,11 +303,7 @@ impl Local {
         for item in items.drain(..) {
             match item {
                 Injected::Wake(task) => self.run_queue.borrow_mut().push_back(task),
-                Injected::Call(f) => {
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-                        report_panic("a call_soon_threadsafe callback", &*p);
-                    }
-                }
+                Injected::Call(f) => run_guarded("a call_soon_threadsafe callback", f),
             }
         }
         self.injected.replace(items);
@@ -382,24 +380,13 @@ impl Local {
 
 /// Wakes `waker`, reporting a panic instead of unwinding through the loop.
 pub(crate) fn wake_guarded(waker: Waker) {
-    if let Err(p) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
-        report_panic("a waker", &*p);
-    }
+    run_guarded("a waker", move || waker.wake());
 }
 
 fn run_action(action: Action) {
     match action {
         Action::Wake(Some(waker)) => wake_guarded(waker),
         Action::Wake(None) => {}
-        Action::Call(f) => {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-                report_panic("a callback", &*p);
-            }
-        }
+        Action::Call(f) => run_guarded("a callback", f),
     }
-}
-
-/// asyncio logs exceptions of callbacks and keeps the loop running; so do we.
-pub(crate) fn report_panic(what: &str, payload: &(dyn std::any::Any + Send)) {
-    eprintln!("ringloop: {what} panicked: {}", panic_message(payload));
 }

@@ -29,27 +29,21 @@ pub fn rerun_in_child(name: &str, env_var: &str) -> String {
 /// Like [`rerun_in_child`], with the variables `unset` removed from the child's environment
 /// (the seccomp tests check what the default driver choice does, whatever RINGLOOP_DRIVER says).
 pub fn rerun_in_child_without(name: &str, env_var: &str, unset: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env_var, "1");
-    for var in unset {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    rerun(name, &[(env_var, "1")], unset)
 }
 
 /// Like [`rerun_in_child`], with `vars` set to the given values in the child's environment.
 pub fn rerun_in_child_with(name: &str, vars: &[(&str, &str)]) -> String {
+    rerun(name, vars, &[])
+}
+
+fn rerun(name: &str, set: &[(&str, &str)], unset: &[&str]) -> String {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(vars.iter().copied());
+        .envs(set.iter().copied());
+    for var in unset {
+        cmd.env_remove(var);
+    }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

@@ -55,6 +55,39 @@ impl JoinError {
     pub fn is_panic(&self) -> bool {
         matches!(self, JoinError::Panicked(_))
     }
+
+    /// The panic as a payload for [`std::panic::resume_unwind`], so that a caller can carry a
+    /// task's panic on (tokio's `JoinError::into_panic`).
+    ///
+    /// The payload is the panic's message as a `String`: what `panic!` with a message gives
+    /// (a `&str` payload comes back as the equal `String`). A payload of another type
+    /// (`std::panic::panic_any`) is not kept: `JoinError` is `Clone + Eq` and carries text.
+    ///
+    /// # Panics
+    ///
+    /// If the error is [`JoinError::Cancelled`]; see [`try_into_panic`](Self::try_into_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = ringloop::run(async { ringloop::spawn(async { panic!("deep") }).await })
+    ///     .unwrap_err();
+    /// let resumed = std::panic::catch_unwind(|| std::panic::resume_unwind(err.into_panic()));
+    /// assert_eq!(resumed.unwrap_err().downcast_ref::<String>().unwrap(), "deep");
+    /// ```
+    pub fn into_panic(self) -> Box<dyn std::any::Any + Send + 'static> {
+        self.try_into_panic()
+            .expect("JoinError::into_panic on a cancelled task, not a panic")
+    }
+
+    /// The panic's payload (see [`into_panic`](Self::into_panic)), or the error itself if the
+    /// task was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send + 'static>, JoinError> {
+        match self {
+            JoinError::Panicked(msg) => Ok(Box::new(msg)),
+            other => Err(other),
+        }
+    }
 }
 
 impl fmt::Display for JoinError {
@@ -68,27 +101,8 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// The message of a caught panic: the `&str` or `String` payload, else a placeholder.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic payload".to_owned()
-    }
-}
-
-/// Identifies a done callback (of a [`Task`], [`Promise`](crate::Promise) or
-/// [`PoolFuture`](crate::PoolFuture)) so it can be removed again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CallbackId(u64);
-
-impl CallbackId {
-    pub(crate) fn new(id: u64) -> CallbackId {
-        CallbackId(id)
-    }
-}
+pub use crate::callbacks::CallbackId;
+pub(crate) use crate::callbacks::panic_message;
 
 /// Where a task is in its life, as reported by [`TaskRef::state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,10 +248,6 @@ impl<T> Task<T> {
             f(&task);
         });
         let header = self.header();
-        let id = header.with_extra(|e| {
-            e.next_callback += 1;
-            e.next_callback
-        });
         if header.state.is_complete() {
             let raw = (*self.raw()).clone();
             let run = move || callback(raw.ptr());
@@ -246,18 +256,15 @@ impl<T> Task<T> {
             } else {
                 run();
             }
+            header.with_extra(|e| e.callbacks.new_id())
         } else {
-            header.with_extra(|e| e.callbacks.push((id, callback)));
+            header.with_extra(|e| e.callbacks.add(callback))
         }
-        CallbackId(id)
     }
 
     /// Removes a done callback that has not run yet; true if it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        let removed = self.header().with_extra(|e| {
-            let at = e.callbacks.iter().position(|(cb, _)| *cb == id.0)?;
-            Some(e.callbacks.remove(at))
-        });
+        let removed = self.header().with_extra(|e| e.callbacks.remove(id));
         // Dropped here, outside `with_extra`, in case the closure's drop touches this task.
         removed.is_some()
     }

@@ -17,6 +17,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::JoinError;
 use super::state::{Run, State};
+use crate::callbacks::{Callbacks, run_guarded};
 use crate::loom::cell::UnsafeCell;
 use crate::runtime::inject::Shared;
 use crate::runtime::scheduler;
@@ -28,8 +29,7 @@ pub(crate) type DoneCallback = Box<dyn FnOnce(NonNull<Header>)>;
 #[derive(Default)]
 pub(crate) struct Extra {
     pub(crate) name: Option<String>,
-    pub(crate) callbacks: Vec<(u64, DoneCallback)>,
-    pub(crate) next_callback: u64,
+    pub(crate) callbacks: Callbacks<DoneCallback>,
 }
 
 /// The type-independent part of a task, first in every cell.
@@ -449,17 +449,15 @@ impl RawTask {
             .extra
             .take()
             .map(|mut extra| {
-                let cbs = std::mem::take(&mut extra.callbacks);
+                let cbs: Vec<DoneCallback> = extra.callbacks.take().collect();
                 header.extra.set(Some(extra));
                 cbs
             })
             .unwrap_or_default();
         header.state.begin_callbacks();
-        for (_, callback) in callbacks {
+        for callback in callbacks {
             let ptr = self.ptr;
-            if let Err(p) = catch_unwind(AssertUnwindSafe(move || callback(ptr))) {
-                scheduler::report_panic("a task's done callback", &*p);
-            }
+            run_guarded("a task's done callback", move || callback(ptr));
         }
         if header.state.end_callbacks() {
             self.drop_output();
