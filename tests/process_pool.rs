@@ -461,3 +461,31 @@ fn the_example_prints_what_cpython_prints() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), CPYTHON_OUTPUT);
 }
+
+fn env_and_cwd(var: String) -> (Option<String>, PathBuf) {
+    (std::env::var(var).ok(), std::env::current_dir().unwrap())
+}
+
+#[test]
+fn workers_inherit_the_environment_and_working_directory_and_the_pool_is_send_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ProcessPool>();
+    fn send<T: Send>() {}
+    send::<ringloop::Completer<String>>();
+    // PATH is set for every test run (cargo sets it); the marker variable is not passed on.
+    let pool = ProcessPool::new(1).unwrap();
+    let (path, cwd) = pool
+        .submit(env_and_cwd, "PATH".into())
+        .result(None)
+        .unwrap();
+    assert_eq!(path, std::env::var("PATH").ok());
+    assert_eq!(cwd, std::env::current_dir().unwrap());
+    let (marker, _) = pool
+        .submit(env_and_cwd, "RINGLOOP_PROCESS_POOL_WORKER".into())
+        .result(None)
+        .unwrap();
+    assert_eq!(
+        marker, None,
+        "a job's own subprocesses would not become workers"
+    );
+}
