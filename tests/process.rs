@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use ringloop::io::BufResult;
 use ringloop::process::Command;
 
+mod support;
+
 #[test]
 fn output_captures_stdout_and_the_exit_status() {
     ringloop::run(async {
@@ -244,4 +246,33 @@ fn cancelled_pipe_reads_lose_no_byte() {
         drop(stdout);
         assert!(child.wait().await.unwrap().success());
     });
+}
+
+#[test]
+fn with_sigchld_ignored_wait_says_why_there_is_no_status() {
+    // SIGCHLD set to SIG_IGN makes the kernel reap children itself: process-wide, so in a child.
+    if std::env::var_os("RINGLOOP_TEST_SIGCHLD_IGN").is_none() {
+        let out = support::rerun_in_child(
+            "with_sigchld_ignored_wait_says_why_there_is_no_status",
+            "RINGLOOP_TEST_SIGCHLD_IGN",
+        );
+        assert!(out.contains("explained: 20"), "{out}");
+        return;
+    }
+    // SAFETY: signal takes no pointers; this process is a test's own child.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let explained = ringloop::run(async {
+        let mut explained = 0;
+        for _ in 0..20 {
+            match Command::new("true").status().await {
+                Err(e) if e.to_string().contains("SIG_IGN") => explained += 1,
+                Err(e) => panic!("unexplained error: {e}"),
+                // The child may have been watched before it exited and reaped: then the
+                // status is lost too, and the error must say so; Ok cannot happen.
+                Ok(st) => panic!("a status despite SIG_IGN: {st}"),
+            }
+        }
+        explained
+    });
+    println!("explained: {explained}");
 }

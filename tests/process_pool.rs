@@ -489,3 +489,153 @@ fn workers_inherit_the_environment_and_working_directory_and_the_pool_is_send_sy
         "a job's own subprocesses would not become workers"
     );
 }
+
+#[test]
+fn a_quick_result_is_not_held_back_behind_a_long_job() {
+    let dir = temp_dir("holdback");
+    let (started, release) = (dir.join("started"), dir.join("release"));
+    mkfifo(&started);
+    mkfifo(&release);
+    let pool = ProcessPool::new(1).unwrap();
+    // Many quick jobs first, so that the pool sends jobs ahead to the worker.
+    let warm: Vec<u64> = (0..500u64)
+        .map(|i| pool.submit(square, i))
+        .map(|f| f.into_result(None).unwrap())
+        .collect();
+    assert_eq!(warm.len(), 500);
+    let quick = pool.submit(square, 3);
+    let blocker = pool.submit(
+        block_until_released,
+        (
+            started.to_str().unwrap().to_string(),
+            release.to_str().unwrap().to_string(),
+        ),
+    );
+    // The quick job's answer comes while the long job still runs (it is released only after).
+    assert_eq!(quick.result(Some(Duration::from_secs(60))), Ok(9));
+    drop(std::fs::File::open(&started).unwrap());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&release)
+        .unwrap()
+        .write_all(&[1])
+        .unwrap();
+    assert_eq!(blocker.result(None), Ok(1));
+    drop(pool);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn jobs_that_are_not_known_to_be_quick_stay_cancellable_while_queued() {
+    let dir = temp_dir("cancellable");
+    let (started, release) = (dir.join("started"), dir.join("release"));
+    mkfifo(&started);
+    mkfifo(&release);
+    let pool = ProcessPool::new(1).unwrap();
+    let blocker = pool.submit(
+        block_until_released,
+        (
+            started.to_str().unwrap().to_string(),
+            release.to_str().unwrap().to_string(),
+        ),
+    );
+    drop(std::fs::File::open(&started).unwrap());
+    let queued: Vec<_> = (0..20u64).map(|i| pool.submit(square, i)).collect();
+    // As Python's pool: only the running job is out of reach (plus at most one sent ahead).
+    let cancelled = queued.iter().filter(|f| f.cancel()).count();
+    assert!(cancelled >= 19, "{cancelled} of 20 cancelled");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&release)
+        .unwrap()
+        .write_all(&[2])
+        .unwrap();
+    assert_eq!(blocker.result(None), Ok(2));
+    drop(pool);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Deserializes by panicking (in the parent, where results are decoded).
+#[derive(Debug, Serialize)]
+struct PanicsWhenDecoded(u8);
+
+impl<'de> Deserialize<'de> for PanicsWhenDecoded {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("decoding refused")
+    }
+}
+
+fn make_panics_when_decoded(_: ()) -> PanicsWhenDecoded {
+    PanicsWhenDecoded(1)
+}
+
+#[test]
+fn a_result_whose_deserialize_panics_fails_its_job_and_the_pool_goes_on() {
+    let pool = ProcessPool::new(1).unwrap();
+    let a = pool.submit(make_panics_when_decoded, ());
+    let b = pool.submit(square, 4);
+    let err = a.into_result(Some(Duration::from_secs(60))).unwrap_err();
+    assert!(
+        matches!(&err, PoolError::Failed(m) if m.contains("decoding refused")),
+        "{err:?}"
+    );
+    assert_eq!(b.result(Some(Duration::from_secs(60))), Ok(16));
+    pool.shutdown(true, false);
+}
+
+/// Forks a grandchild that keeps the worker's socket open (blocked on the fifo `hold`), then
+/// kills its own worker process.
+fn fork_then_die(hold: String) -> u8 {
+    let c = CString::new(hold).unwrap();
+    // SAFETY: after fork the child calls only async-signal-safe functions (open, read, _exit).
+    unsafe {
+        if libc::fork() == 0 {
+            let fd = libc::open(c.as_ptr(), libc::O_RDONLY);
+            let mut b = 0u8;
+            libc::read(fd, (&raw mut b).cast(), 1);
+            libc::_exit(0);
+        }
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    unreachable!("SIGKILL is not caught")
+}
+
+#[test]
+fn a_dead_worker_is_noticed_even_while_a_forked_child_holds_its_socket() {
+    let dir = temp_dir("forked");
+    let hold = dir.join("hold");
+    mkfifo(&hold);
+    let pool = ProcessPool::new(1).unwrap();
+    let fut = pool.submit(fork_then_die, hold.to_str().unwrap().to_string());
+    // Without watching the pidfd this waits until the grandchild exits, which it does only
+    // after this assertion (when the fifo is written below).
+    let err = fut.result(Some(Duration::from_secs(60))).unwrap_err();
+    assert!(err.is_broken(), "{err:?}");
+    drop(pool);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&hold)
+        .unwrap()
+        .write_all(&[0])
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fd_is_open(fd: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
+}
+
+#[test]
+fn workers_do_not_inherit_the_parents_other_descriptors() {
+    // A descriptor opened without close-on-exec (as C libraries and socket activation do).
+    let path = CString::new("/dev/null").unwrap();
+    // SAFETY: open reads the live C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd > 2);
+    let pool = ProcessPool::new(1).unwrap();
+    let inherited = pool.submit(fd_is_open, fd).result(None).unwrap();
+    drop(pool);
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    assert!(!inherited, "descriptor {fd} leaked into the worker");
+}

@@ -33,7 +33,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::pin::pin;
 use std::process::{ExitStatus, Output, Stdio};
@@ -266,16 +265,23 @@ impl Child {
         self.signal(libc::SIGKILL)
     }
 
-    /// Sends `signum` to the child (`SIGTERM`, say). `Ok` if it has already exited.
+    /// Sends `signum` to the child (`SIGTERM`, say). `Ok` if it has already exited. Goes
+    /// through the child's pidfd, so it can never reach another process that reused the pid.
     pub fn signal(&mut self, signum: i32) -> io::Result<()> {
-        if self.status.is_some() {
-            return Ok(());
+        match &self.pidfd {
+            None => Ok(()),
+            Some(fd) => match pidfd::send_signal(fd, signum) {
+                // Reaped behind our back (SIGCHLD ignored): nothing left to signal.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                r => r,
+            },
         }
-        // SAFETY: kill takes no pointers. The pid is ours and unreaped, so not reused.
-        if unsafe { libc::kill(self.pid as libc::pid_t, signum) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    }
+
+    /// A handle that can kill the child from elsewhere on this loop (the pool's manager keeps
+    /// one while a task owns the `Child` to wait for it).
+    pub(crate) fn killer(&self) -> Option<Killer> {
+        self.pidfd.clone().map(Killer)
     }
 
     /// Reaps the child if it has exited: its status, or `None` if it is still running.
@@ -283,29 +289,33 @@ impl Child {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        let mut raw = 0;
-        // SAFETY: waitpid writes one int into the live local.
-        let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &raw mut raw, libc::WNOHANG) };
-        match r {
-            0 => Ok(None),
-            r if r < 0 => {
-                let e = io::Error::last_os_error();
-                Err(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "ringloop: cannot reap child {} ({e}); was SIGCHLD set to SIG_IGN, or \
-                         did other code wait for it?",
-                        self.pid
-                    ),
-                ))
-            }
-            _ => {
-                let status = ExitStatus::from_raw(raw);
+        let Some(fd) = &self.pidfd else {
+            unreachable!("an unreaped child keeps its pidfd");
+        };
+        match pidfd::try_reap(fd) {
+            Ok(None) => Ok(None),
+            Ok(Some(status)) => {
                 self.status = Some(status);
                 self.pidfd = None;
                 Ok(Some(status))
             }
+            Err(e) => Err(self.reap_error(e)),
         }
+    }
+
+    /// Says why a child cannot be reaped: usually because the kernel reaped it already.
+    fn reap_error(&self, e: io::Error) -> io::Error {
+        if e.raw_os_error() != Some(libc::ECHILD) {
+            return e;
+        }
+        io::Error::new(
+            e.kind(),
+            format!(
+                "ringloop: cannot reap child {} ({e}): it was reaped already, because SIGCHLD \
+                 is set to SIG_IGN or other code waited for it; its exit status is lost",
+                self.pid
+            ),
+        )
     }
 
     /// Waits for the child to exit and reaps it: its exit status. Closes [`stdin`](Self::stdin)
@@ -321,7 +331,9 @@ impl Child {
                 unreachable!("an unreaped child keeps its pidfd");
             };
             let op = Op::submit(PidfdExit::new(pidfd, self.nonblocking)).map_err(|(e, _)| e)?;
-            op.await.0?;
+            if let Err(e) = op.await.0 {
+                return Err(self.reap_error(e));
+            }
         }
     }
 
@@ -392,15 +404,37 @@ async fn join3<A: Future, B: Future, C: Future>(
 
 /// The kernel gave no pidfd: kill and reap the child (it would be unmanageable) and say why.
 fn no_pidfd(child: &mut std::process::Child, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        // The child exited and was reaped before its pidfd could be opened: only an ignored
+        // SIGCHLD (or another thread's wait for any child) does that. Its pid may be reused
+        // already, so it is not signalled.
+        return io::Error::new(
+            e.kind(),
+            "ringloop: the child exited and was reaped before ringloop could watch it \
+             (SIGCHLD is set to SIG_IGN, or other code waits for any child); its exit status \
+             is lost",
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
     io::Error::new(
         e.kind(),
         format!(
-            "ringloop: pidfd_open failed ({e}); ringloop's subprocesses need Linux 5.3 or \
+            "ringloop: pidfd_open failed ({e}); ringloop's subprocesses need Linux 5.4 or \
              later (see LINUX_ONLY.md)"
         ),
     )
+}
+
+/// Kills a child through its pidfd, from wherever its [`Child`] is.
+#[derive(Debug, Clone)]
+pub(crate) struct Killer(SharedFd);
+
+impl Killer {
+    /// `SIGKILL`; nothing (and no other process) if the child is gone.
+    pub(crate) fn kill(&self) {
+        let _ = pidfd::send_signal(&self.0, libc::SIGKILL);
+    }
 }
 
 impl Drop for Child {
@@ -411,15 +445,12 @@ impl Drop for Child {
         if self.kill_on_drop {
             let _ = self.kill();
         }
-        if let Some(pidfd) = self.pidfd.take()
-            && let Ok(fd) = Fd::into_owned(pidfd)
-        {
-            reaper::adopt(self.pid, fd);
-        } else if !reaper::try_reap(self.pid) {
-            eprintln!(
-                "ringloop: child {} dropped unreaped and its pidfd lost",
+        match self.pidfd.take().map(Fd::into_owned) {
+            Some(Ok(fd)) => reaper::adopt(fd),
+            _ => eprintln!(
+                "ringloop: child {} dropped unreaped and its pidfd lost; it stays a zombie",
                 self.pid
-            );
+            ),
         }
     }
 }

@@ -9,40 +9,39 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Mutex, OnceLock};
 
+use crate::driver::op::process as pidfd;
 use crate::sync::lock;
 
 struct Reaper {
-    /// Orphans handed over and not yet picked up by the thread.
-    new: Mutex<Vec<(u32, OwnedFd)>>,
+    /// Pidfds of orphans handed over and not yet picked up by the thread.
+    new: Mutex<Vec<OwnedFd>>,
     /// Written (1) by `adopt`, read by the thread.
     wake: OwnedFd,
 }
 
 static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
 
-/// `waitpid(pid, WNOHANG)`: `true` if the child is gone (reaped now, or not ours any more).
-pub(super) fn try_reap(pid: u32) -> bool {
-    let mut status = 0;
-    // SAFETY: waitpid writes one int into the live local.
-    let r = unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, libc::WNOHANG) };
-    r != 0
+/// `true` if the child behind `pidfd` is gone (reaped now, or already).
+fn try_reap(pidfd: &OwnedFd) -> bool {
+    !matches!(pidfd::try_reap(pidfd), Ok(None))
 }
 
-/// Takes over the reaping of `pid`, whose pidfd is `pidfd`.
-pub(super) fn adopt(pid: u32, pidfd: OwnedFd) {
-    if try_reap(pid) {
+/// Takes over the reaping of the child behind `pidfd`.
+pub(super) fn adopt(pidfd: OwnedFd) {
+    if try_reap(&pidfd) {
         return;
     }
     let reaper = match REAPER.get_or_init(start) {
         Ok(reaper) => reaper,
         Err(e) => {
             eprintln!(
-                "ringloop: cannot start the thread that reaps dropped children ({e}); child {pid} stays a zombie until this process exits"
+                "ringloop: cannot start the thread that reaps dropped children ({e}); a \
+                 dropped child stays a zombie until this process exits"
             );
             return;
         }
     };
-    lock(&reaper.new).push((pid, pidfd));
+    lock(&reaper.new).push(pidfd);
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from the live local to the eventfd, which lives in a static.
     unsafe { libc::write(reaper.wake.as_raw_fd(), (&raw const one).cast(), 8) };
@@ -67,14 +66,14 @@ fn start() -> io::Result<Reaper> {
 }
 
 fn serve(wake_fd: i32) {
-    let mut orphans: Vec<(u32, OwnedFd)> = Vec::new();
+    let mut orphans: Vec<OwnedFd> = Vec::new();
     loop {
         if let Some(Ok(reaper)) = REAPER.get() {
             orphans.append(&mut lock(&reaper.new));
         }
-        orphans.retain(|(pid, _)| !try_reap(*pid));
+        orphans.retain(|fd| !try_reap(fd));
         let mut fds: Vec<libc::pollfd> = std::iter::once(wake_fd)
-            .chain(orphans.iter().map(|(_, fd)| fd.as_raw_fd()))
+            .chain(orphans.iter().map(AsRawFd::as_raw_fd))
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,

@@ -44,12 +44,15 @@ unsafe impl OpCode for PidfdExit {
     }
 
     fn plan(&mut self) -> Plan<'_> {
-        const P_PIDFD: usize = 3;
         let flags = libc::WEXITED | libc::WNOWAIT;
         let info = (&raw mut *self.info) as usize;
         let fd = self.fd.as_raw_fd() as usize;
-        let call =
-            |flags: i32| Syscall::new(libc::SYS_waitid, &[P_PIDFD, fd, info, flags as usize, 0]);
+        let call = |flags: i32| {
+            Syscall::new(
+                libc::SYS_waitid,
+                &[P_PIDFD as usize, fd, info, flags as usize, 0],
+            )
+        };
         if self.nonblocking {
             Plan::Ready {
                 fd: &self.fd,
@@ -85,4 +88,60 @@ pub(crate) fn open(pid: u32) -> io::Result<(OwnedFd, bool)> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((pidfd_open(pid, 0)?, false)),
         Err(e) => Err(e),
     }
+}
+
+/// `P_PIDFD` for `waitid` (Linux 5.4).
+const P_PIDFD: libc::idtype_t = 3;
+
+/// Reaps the child behind `pidfd` if it has exited (`waitid(P_PIDFD, WEXITED | WNOHANG)`):
+/// its status, or `None` while it runs. Going by pidfd, never by pid, nothing here can reap or
+/// misread another process, even if the pid was reused.
+pub(crate) fn try_reap(pidfd: &impl AsRawFd) -> io::Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    // SAFETY: siginfo_t is plain data: all-zero bytes are a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes one siginfo_t into the live local.
+    let r = unsafe {
+        libc::waitid(
+            P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` for a child (si_pid is 0 if none had exited).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    // Rebuild the wait(2) status word that ExitStatus wraps.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_KILLED => status & 0x7f,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status,
+    };
+    Ok(Some(std::process::ExitStatus::from_raw(raw)))
+}
+
+/// Sends `signum` to the process behind `pidfd` (`pidfd_send_signal`, Linux 5.1): `ESRCH` once
+/// it has been reaped, never another process.
+pub(crate) fn send_signal(pidfd: &impl AsRawFd, signum: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo takes no pointer to read.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signum,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

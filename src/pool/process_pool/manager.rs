@@ -11,12 +11,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::wire;
 use super::worker::{self, Spec};
@@ -24,12 +25,17 @@ use super::{Job, Shared};
 use crate::io::{BufResult, IoBuf};
 use crate::net::UnixStream;
 use crate::pool::PoolError;
-use crate::process::{Child, Command};
+use crate::process::{Child, Command, Killer};
 use crate::sync::lock;
 
-/// The most jobs queued at one worker ahead of its results (fewer when the queue is short, so
-/// that long jobs spread over the workers).
+/// The most jobs queued at one worker ahead of its results, for jobs measured to be quick
+/// (fewer when the queue is short, so that jobs spread over the workers).
 const MAX_AHEAD: usize = 64;
+
+/// A job whose measured time per job is below this counts as quick: its worker may be given
+/// up to [`MAX_AHEAD`] jobs at once. Slower jobs go one at a time beyond the running one, as
+/// Python's call queue does, so that they stay cancellable and spread over idle workers.
+const QUICK: Duration = Duration::from_micros(200);
 
 struct Manager {
     shared: Arc<Shared>,
@@ -42,6 +48,8 @@ struct Manager {
 struct Worker {
     pid: u32,
     stream: UnixStream,
+    /// Signals the worker through its pidfd (never by pid, which could be reused).
+    killer: Killer,
     st: RefCell<WorkerState>,
 }
 
@@ -58,6 +66,35 @@ struct WorkerState {
     /// Its reader saw end of file: it is gone or going.
     dead: bool,
     writer: Option<Waker>,
+    /// A smoothed time per job, from result arrivals (`None` until the first result).
+    per_job: Option<Duration>,
+    /// When the worker last had its in-flight jobs change (a batch sent or answered).
+    since: Option<Instant>,
+}
+
+impl WorkerState {
+    /// How many jobs this worker may hold, given how long the queue is.
+    fn ahead(&self, queued: usize, workers: usize) -> usize {
+        match self.per_job {
+            Some(t) if t < QUICK => (1 + queued / workers).min(MAX_AHEAD),
+            _ => 1,
+        }
+    }
+
+    /// `answered` results arrived now: update the time per job.
+    fn answered(&mut self, answered: usize, now: Instant) {
+        if answered == 0 {
+            return;
+        }
+        if let Some(since) = self.since {
+            let sample = now.saturating_duration_since(since) / answered as u32;
+            self.per_job = Some(match self.per_job {
+                None => sample,
+                Some(avg) => (avg * 3 + sample) / 4,
+            });
+        }
+        self.since = (!self.in_flight.is_empty()).then_some(now);
+    }
 }
 
 impl WorkerState {
@@ -91,27 +128,39 @@ impl Manager {
         let cfg = &this.shared.config;
         let mut st = lock(&this.shared.state);
         if st.broken.is_none() {
-            let ahead = (1 + st.queue.len() / cfg.max_workers).min(MAX_AHEAD);
+            let queued = st.queue.len();
             while !st.queue.is_empty() {
-                let worker = match this.pick(ahead) {
+                let worker = match this.pick(queued) {
                     Some(w) => w,
-                    None if this.live.get() < cfg.max_workers => match Manager::start(this) {
-                        Ok(w) => w,
-                        Err(e) => {
-                            let why = format!("cannot start a worker process: {e}");
-                            drop(st);
-                            this.break_pool(why);
-                            st = lock(&this.shared.state);
-                            break;
+                    None if this.live.get() < cfg.max_workers => {
+                        // Start a worker without holding the queue's lock: a fork and exec
+                        // must not stall every thread that submits meanwhile.
+                        drop(st);
+                        let started = Manager::start(this);
+                        st = lock(&this.shared.state);
+                        match started {
+                            Ok(w) => w,
+                            Err(e) => {
+                                let why = format!("cannot start a worker process: {e}");
+                                drop(st);
+                                this.break_pool(why);
+                                st = lock(&this.shared.state);
+                                break;
+                            }
                         }
-                    },
+                    }
                     None => break,
                 };
-                let job = st.queue.pop_front().expect("queue is not empty");
+                let Some(job) = st.queue.pop_front() else {
+                    break; // cancelled by shutdown while the worker started
+                };
                 if !job.settle.start() {
                     continue; // cancelled while queued
                 }
                 let mut w = worker.st.borrow_mut();
+                if w.in_flight.is_empty() {
+                    w.since = Some(Instant::now());
+                }
                 w.outbox.extend_from_slice(&job.frame);
                 w.in_flight.push_back(Job {
                     frame: Vec::new(),
@@ -151,8 +200,9 @@ impl Manager {
         Poll::Pending
     }
 
-    /// The open worker with the fewest jobs in flight, if that is below `ahead`.
-    fn pick(&self, ahead: usize) -> Option<Rc<Worker>> {
+    /// The open worker with the fewest jobs in flight, if it may take another (see
+    /// [`WorkerState::ahead`]; `queued` is the queue's length).
+    fn pick(&self, queued: usize) -> Option<Rc<Worker>> {
         let max_tasks = self.shared.config.max_tasks_per_child;
         let workers = self.workers.borrow();
         let best = workers
@@ -162,11 +212,14 @@ impl Manager {
                 !s.closing && !s.dead && (max_tasks == 0 || s.assigned < max_tasks)
             })
             .min_by_key(|w| w.st.borrow().in_flight.len())?;
-        let n = best.st.borrow().in_flight.len();
+        let s = best.st.borrow();
+        let n = s.in_flight.len();
+        let max_workers = self.shared.config.max_workers;
         // A busy worker waits its turn while the pool may still start an idle one.
-        if n >= ahead || (n > 0 && self.live.get() < self.shared.config.max_workers) {
+        if n >= s.ahead(queued, max_workers) || (n > 0 && self.live.get() < max_workers) {
             return None;
         }
+        drop(s);
         Some(Rc::clone(best))
     }
 
@@ -174,6 +227,16 @@ impl Manager {
     fn start(this: &Rc<Manager>) -> io::Result<Rc<Worker>> {
         let cfg = &this.shared.config;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // Keep the worker's end clear of 0, 1 and 2, which the child's stdio set-up overwrites
+        // (possible if this process runs with one of them closed).
+        let theirs = if theirs.as_raw_fd() <= 2 {
+            theirs
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::os::unix::net::UnixStream::from)?
+        } else {
+            theirs
+        };
         let fd = theirs.as_raw_fd();
         let mut cmd = std::process::Command::new("/proc/self/exe");
         let mut args = std::env::args_os();
@@ -186,14 +249,34 @@ impl Manager {
                 Spec::format(fd, cfg.max_tasks_per_child, cfg.initializer),
             )
             .stdin(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and calls only fcntl, which
-        // is async-signal-safe; it clears close-on-exec on the worker's end of the socket so
-        // that this one child inherits it.
+        // SAFETY: the closure runs in the forked child before exec and calls only fcntl,
+        // close_range and prctl, which are async-signal-safe (no allocation, no lock). It marks
+        // every other inherited descriptor close-on-exec (so a worker holds no listening
+        // socket or pipe of the parent's; kernels before 5.11 lack the flag and skip this),
+        // clears close-on-exec on the worker's end of the socket so that this one child
+        // inherits it, and has the kernel kill the worker if the manager thread that forked
+        // it dies (a parent killed mid-job leaves no worker running on).
         unsafe {
             cmd.pre_exec(move || {
+                let (fd_u, max) = (fd as libc::c_uint, libc::c_uint::MAX);
+                if fd_u > 3 {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        3,
+                        fd_u - 1,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                }
+                libc::syscall(
+                    libc::SYS_close_range,
+                    fd_u + 1,
+                    max,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
@@ -202,6 +285,7 @@ impl Manager {
         let worker = Rc::new(Worker {
             pid: child.id().unwrap_or(0),
             stream: UnixStream::from(ours),
+            killer: child.killer().expect("a fresh child has a pidfd"),
             st: RefCell::default(),
         });
         this.workers.borrow_mut().push(Rc::clone(&worker));
@@ -223,9 +307,7 @@ impl Manager {
         }
         for w in self.workers.borrow().iter() {
             if !w.st.borrow().dead {
-                // SAFETY: kill takes no pointers; the worker is unreaped (its reader reaps it
-                // after end of file), so its pid is not reused.
-                unsafe { libc::kill(w.pid as libc::pid_t, libc::SIGKILL) };
+                w.killer.kill();
             }
         }
         self.wake_dispatcher();
@@ -310,12 +392,23 @@ async fn write_jobs(worker: Rc<Worker>) {
 }
 
 /// Reads a worker's frames and settles its jobs in order; at end of file reaps it.
+///
+/// The worker's death is seen through its pidfd as well as through end of file: a task waits
+/// for the child and then shuts the socket's receiving side, so the reads below return what
+/// the worker wrote before it died and then end, even if another process (a job's forked
+/// child) still holds the worker's end of the socket.
 async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
+    let exited = {
+        let worker = Rc::clone(&worker);
+        crate::spawn(async move {
+            let status = child.wait().await;
+            let _ = worker.stream.shutdown(std::net::Shutdown::Read).await;
+            status
+        })
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut start = 0;
     let mut hello = false;
-    // Set when the worker misbehaved and must be stopped before it is reaped.
-    let mut kill = false;
     'read: loop {
         if buf.capacity() - buf.len() < 16 << 10 {
             if start > 0 {
@@ -331,6 +424,7 @@ async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let mut answered = 0;
         while buf.len() - start >= 4 {
             let flen = u32::from_le_bytes(buf[start..start + 4].try_into().expect("4")) as usize;
             if buf.len() - start - 4 < flen {
@@ -349,7 +443,7 @@ async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
                 Some(&wire::HELLO) if frame.len() == 13 => {
                     if wire::u64_at(frame, 5) != wire::fingerprint() {
                         mgr.break_pool("a worker process is a different binary".into());
-                        kill = true;
+                        worker.killer.kill();
                         break 'read;
                     }
                     hello = true;
@@ -365,18 +459,20 @@ async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
                     let job = worker.st.borrow_mut().in_flight.pop_front();
                     let Some(job) = job else {
                         mgr.break_pool("a worker answered a job it was not given".into());
-                        kill = true;
+                        worker.killer.kill();
                         break 'read;
                     };
+                    answered += 1;
                     job.settle.finish(frame[1], &frame[2..]);
                 }
                 _ => {
                     mgr.break_pool(format!("protocol error from worker {}", worker.pid));
-                    kill = true;
+                    worker.killer.kill();
                     break 'read;
                 }
             }
         }
+        worker.st.borrow_mut().answered(answered, Instant::now());
         if start == buf.len() {
             buf.clear();
             start = 0;
@@ -384,11 +480,11 @@ async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
         // Results free room at this worker, or let shutdown close it.
         mgr.wake_dispatcher();
     }
-    if kill {
-        // A worker that broke the protocol may run on: stop it before reaping it. (After
-        // a plain end of file it is exiting by itself, perhaps still flushing its output.)
-        let _ = child.kill();
-    }
-    let status = child.wait().await;
+    let status = match exited.await {
+        Ok(status) => status,
+        Err(e) => Err(io::Error::other(format!(
+            "waiting for the worker failed: {e}"
+        ))),
+    };
     mgr.exited(&worker, status, hello);
 }

@@ -64,6 +64,40 @@ pub(super) fn address_of(offset: u64) -> usize {
     (anchor as *const () as usize).wrapping_add(offset as usize)
 }
 
+/// `true` if the code at `addr` belongs to the same loaded object (the executable, with its
+/// statically linked crates) as [`anchor`]: only such code is at the same offset in a worker.
+/// A function of a library loaded separately (`dlopen`, a Rust `dylib`) is not. Checked with
+/// `dladdr`, remembered for the last few addresses on this thread.
+pub(super) fn in_executable(addr: usize) -> bool {
+    use std::cell::Cell;
+    use std::sync::OnceLock;
+    thread_local! {
+        static CHECKED: Cell<[usize; 8]> = const { Cell::new([0; 8]) };
+    }
+    fn object_base(addr: usize) -> Option<usize> {
+        // SAFETY: Dl_info is plain data (pointers and integers): all-zero bytes are valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the address and writes into the live local.
+        let found = unsafe { libc::dladdr(addr as *const libc::c_void, &raw mut info) };
+        (found != 0).then_some(info.dli_fbase as usize)
+    }
+    static ANCHOR_BASE: OnceLock<Option<usize>> = OnceLock::new();
+    let checked = CHECKED.get();
+    if checked.contains(&addr) {
+        return true;
+    }
+    let anchor = *ANCHOR_BASE.get_or_init(|| object_base(anchor as *const () as usize));
+    // Where dladdr knows nothing (a static binary), there is only one object anyway.
+    let ok = anchor.is_none() || object_base(addr) == anchor;
+    if ok {
+        let mut next = checked;
+        next.rotate_right(1);
+        next[0] = addr;
+        CHECKED.set(next);
+    }
+    ok
+}
+
 /// Identifies the binary's layout: the offset of this function from [`anchor`].
 #[inline(never)]
 pub(super) fn fingerprint() -> u64 {

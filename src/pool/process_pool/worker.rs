@@ -3,22 +3,30 @@
 //! A worker is the program's own binary (`/proc/self/exe`, with the parent's arguments),
 //! started with [`ENV`] in its environment. A constructor hook (a function in
 //! `.init_array`, which the C runtime calls before `main`, as the `ctor` crate does) sees the
-//! variable and serves jobs, then exits: the program's `main` never runs in a worker, so a
-//! worker cannot start pools of its own. [`ProcessPool::init`](super::ProcessPool::init) does
+//! variable and serves jobs, then exits: the program's `main` never runs in a worker, so
+//! `main` cannot start pools there by accident (a job may make a pool on purpose: the marker
+//! is out of the environment by then). [`ProcessPool::init`](super::ProcessPool::init) does
 //! the same from `main`, for programs that turn the hook off
 //! (`RINGLOOP_PROCESS_POOL_CTOR=0`).
 //!
 //! The hook runs before Rust's `main` set-up: it uses only the allocator, the environment,
-//! blocking socket I/O and `catch_unwind`, which work there; it ignores `SIGPIPE` itself (as
-//! Rust's start-up would).
+//! blocking socket I/O, a thread and `catch_unwind`, which work there; it ignores `SIGPIPE`
+//! itself (as Rust's start-up would). Jobs therefore run before constructors that come later
+//! in link order (a `ctor`/`inventory` registry may be empty in a worker), without std's
+//! stack-overflow message, and with `panic = "abort"` a job's panic kills its worker (the
+//! pool breaks) instead of failing one future. Run under an interpreter of the binary
+//! (`ld.so ./prog`, valgrind, qemu-user), `/proc/self/exe` is that interpreter and workers
+//! cannot start.
 
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use super::wire::{self, Call};
 use crate::pool::error::panic_message;
+use crate::sync::lock;
 
 /// Set in a worker's environment: `fd,max_tasks,initializer,fingerprint` (the socket's
 /// descriptor, jobs to serve before exiting or 0, the initializer's code offset or `-`).
@@ -137,15 +145,32 @@ fn serve(spec: &Spec) -> i32 {
     }
     out.clear();
 
-    let mut reader = BufReader::with_capacity(64 << 10, &sock);
+    let answers = Arc::new(Answers::default());
+    let writer = {
+        let answers = Arc::clone(&answers);
+        let sock = match sock.try_clone() {
+            Ok(sock) => sock,
+            Err(_) => return EXIT_SETUP,
+        };
+        std::thread::spawn(move || answers.send_all(&sock))
+    };
+    let code = run_jobs(spec, &sock, &answers);
+    answers.close();
+    let _ = writer.join();
+    code
+}
+
+/// Runs jobs as they arrive until end of file (or `max_tasks`); the exit status.
+fn run_jobs(spec: &Spec, sock: &UnixStream, answers: &Answers) -> i32 {
+    let mut reader = BufReader::with_capacity(64 << 10, sock);
     let mut served = 0u64;
     let mut body = Vec::new();
+    let mut out = Vec::with_capacity(4 << 10);
     loop {
         let mut len = [0u8; 4];
-        match reader.read_exact(&mut len) {
-            Ok(()) => {}
+        if reader.read_exact(&mut len).is_err() {
             // The manager closed the socket: shutdown, or the pool is gone.
-            Err(_) => return 0,
+            return 0;
         }
         body.resize(u32::from_le_bytes(len) as usize, 0);
         if reader.read_exact(&mut body).is_err() {
@@ -163,25 +188,86 @@ fn serve(spec: &Spec) -> i32 {
         // SAFETY: the offset is that of a trampoline (`wire::call_one` / `call_chunk`) of this
         // same binary, taken by the parent from a value of type `Call`.
         let call = unsafe { std::mem::transmute::<usize, Call>(call) };
+        out.clear();
         let start = wire::begin_frame(&mut out, wire::RESULT);
         out.push(0);
         let status = call(func, &body[17..], &mut out);
         out[start + 5] = status;
         wire::end_frame(&mut out, start);
-        served += 1;
-        let last = spec.max_tasks != 0 && served == spec.max_tasks;
-        // Answer in batches: flush when no more jobs are already buffered (or it is big).
-        if reader.buffer().is_empty() || out.len() >= 1 << 20 || last {
-            if (&sock).write_all(&out).is_err() {
-                return 0;
-            }
-            out.clear();
-            if out.capacity() > 4 << 20 {
-                out = Vec::with_capacity(64 << 10);
-            }
+        if !answers.push(&out) {
+            return 0; // the manager is gone
         }
-        if last {
+        served += 1;
+        if spec.max_tasks != 0 && served == spec.max_tasks {
             return 0;
+        }
+    }
+}
+
+/// Result frames on their way to the manager. The job thread appends each as soon as its
+/// job is done; a writer thread sends whatever has accumulated in one write. So no result
+/// waits for a later job (a long one, or one still arriving), and results of tiny jobs go
+/// out many per write.
+#[derive(Default)]
+struct Answers {
+    state: Mutex<AnswerState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct AnswerState {
+    frames: Vec<u8>,
+    /// The job thread is done: send what is left and stop.
+    closed: bool,
+    /// Writing failed: the manager is gone.
+    failed: bool,
+    /// The writer sleeps on `ready`.
+    waiting: bool,
+}
+
+impl Answers {
+    /// Queues one frame; `false` once the manager is gone.
+    fn push(&self, frame: &[u8]) -> bool {
+        let mut st = lock(&self.state);
+        if st.failed {
+            return false;
+        }
+        st.frames.extend_from_slice(frame);
+        if st.waiting {
+            st.waiting = false;
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The writer thread: sends batches until closed and drained.
+    fn send_all(&self, mut sock: &UnixStream) {
+        let mut batch = Vec::with_capacity(64 << 10);
+        loop {
+            {
+                let mut st = lock(&self.state);
+                while st.frames.is_empty() && !st.closed {
+                    st.waiting = true;
+                    st = self.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
+                }
+                if st.frames.is_empty() {
+                    return; // closed and drained
+                }
+                std::mem::swap(&mut batch, &mut st.frames);
+            }
+            if sock.write_all(&batch).is_err() {
+                lock(&self.state).failed = true;
+                return;
+            }
+            batch.clear();
+            if batch.capacity() > 4 << 20 {
+                batch = Vec::with_capacity(64 << 10);
+            }
         }
     }
 }
