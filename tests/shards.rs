@@ -2,6 +2,8 @@
 //! between shards, the shared blocking pool, stop and drop with work in flight, and faults.
 //! Runs on whichever driver `RINGLOOP_DRIVER` selects (CI runs both).
 
+mod support;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -163,20 +165,26 @@ fn a_panicking_shard_cancels_the_others_and_the_panic_reaches_run() {
     let rt = ShardedRuntime::new(3).unwrap();
     let cancelled = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&cancelled);
-    // Set by the last of the other shards to be running: shard 1 panics only then.
+    // Set by the last of the other shards to be running: shard 1 panics only then, once
+    // both wait in the kernel (parked, as accept loops would be).
     let running = Arc::new(AtomicUsize::new(0));
     let all_running = Promise::<()>::new();
+    let loop_threads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.run(move |shard| {
             let seen = Arc::clone(&seen);
             let running = Arc::clone(&running);
             let all_running = all_running.clone();
+            let loop_threads = Arc::clone(&loop_threads);
             async move {
                 if shard == 1 {
                     ringloop::wait_for(all_running.wait(), Duration::from_secs(30))
                         .await
                         .expect("the other shards never ran")
                         .unwrap();
+                    for &tid in loop_threads.lock().unwrap().iter() {
+                        support::wait_until_parked(tid);
+                    }
                     panic!("accept loop failed");
                 }
                 // Would run forever; dropped when shard 1 panics.
@@ -187,6 +195,7 @@ fn a_panicking_shard_cancels_the_others_and_the_panic_reaches_run() {
                     }
                 }
                 let _count = Count(seen);
+                loop_threads.lock().unwrap().push(support::thread_id());
                 if running.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
                     all_running.set_result(()).unwrap();
                 }
