@@ -17,6 +17,18 @@ fn push(log: &Log, s: impl Into<String>) -> impl FnOnce() + 'static {
     move || log.borrow_mut().push(s)
 }
 
+/// Yields (one pass of the loop each) until `done` holds; fails after 100 passes. Waits for
+/// callbacks by what they did, not for a time that a slow machine may exceed.
+async fn passes_until(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        ringloop::yield_now().await;
+    }
+    panic!("not done after 100 passes of the loop");
+}
+
 #[test]
 fn call_soon_runs_in_fifo_order() {
     let l = log();
@@ -27,7 +39,8 @@ fn call_soon_runs_in_fifo_order() {
                 ringloop::call_soon(push(&l, format!("cb{i}")));
             }
             assert!(l.borrow().is_empty(), "callbacks never run inline");
-            ringloop::sleep(Duration::from_millis(1)).await;
+            // Each yield is one pass of the loop; the callbacks run in the first one.
+            passes_until(|| l.borrow().len() >= 5).await;
         }
     });
     assert_eq!(*l.borrow(), ["cb0", "cb1", "cb2", "cb3", "cb4"]);
@@ -45,7 +58,7 @@ fn a_callback_scheduled_by_a_callback_runs_after_those_already_queued() {
                 ringloop::call_soon(push(&l2, "nested"));
             });
             ringloop::call_soon(push(&l, "second"));
-            ringloop::sleep(Duration::from_millis(1)).await;
+            passes_until(|| l.borrow().len() >= 3).await;
         }
     });
     assert_eq!(*l.borrow(), ["first", "second", "nested"]);

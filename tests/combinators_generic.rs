@@ -6,11 +6,10 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll};
 use std::thread;
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::oneshot;
@@ -501,23 +500,66 @@ fn as_completed_wake_only_repolls_the_woken_child() {
     assert!(polls.get() <= 2 * N + 5, "child polls: {}", polls.get());
 }
 
+/// Polls `fut` to completion and calls `started` once, when its first poll returned `Pending`
+/// (the children of a combinator have all registered their wakers then).
+fn after_first_poll<F: Future>(fut: F, started: impl FnOnce()) -> impl Future<Output = F::Output> {
+    let mut fut = Box::pin(fut);
+    let mut started = Some(started);
+    futures::future::poll_fn(move |cx| {
+        let r = fut.as_mut().poll(cx);
+        if r.is_pending() {
+            if let Some(started) = started.take() {
+                started();
+            }
+        }
+        r
+    })
+}
+
 #[test]
 fn wakes_from_other_threads_complete_gather() {
     let (txs, rxs) = channels::<usize>(8);
+    // Thread i sends its value when released. Released one at a time, last first: gather
+    // waits, then each child, once gather has seen its value, releases the thread before it.
+    let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..8).map(|_| mpsc::channel::<()>()).unzip();
     let handles: Vec<_> = txs
         .into_iter()
+        .zip(go_rxs)
         .enumerate()
-        .map(|(i, tx)| {
+        .map(|(i, (tx, go))| {
             thread::spawn(move || {
-                thread::sleep(Duration::from_millis(5 * (8 - i as u64)));
+                go.recv().unwrap();
                 tx.send(i).unwrap();
             })
         })
         .collect();
-    let out = block_on(gather(
-        rxs.into_iter().map(|rx| async move { rx.await.unwrap() }),
-    ));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let children: Vec<_> = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let release_previous = i.checked_sub(1).map(|j| gos[j].clone());
+            let seen = seen.clone();
+            async move {
+                let v = rx.await.unwrap();
+                seen.lock().unwrap().push(v);
+                if let Some(go) = release_previous {
+                    go.send(()).unwrap();
+                }
+                v
+            }
+        })
+        .collect();
+    let last = gos[7].clone();
+    let out = block_on(after_first_poll(gather(children), move || {
+        last.send(()).unwrap()
+    }));
     assert_eq!(out, (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..8).rev().collect::<Vec<_>>(),
+        "completed in reverse order"
+    );
     for h in handles {
         h.join().unwrap();
     }
@@ -790,11 +832,14 @@ fn promise_set_from_another_thread_wakes_the_waiter() {
     p.add_done_callback(move |_| {
         c.fetch_add(1, Ordering::SeqCst);
     });
+    // Set once the waiter waits.
+    let (go, wait_for_go) = mpsc::channel::<()>();
     let h = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(20));
+        wait_for_go.recv().unwrap();
         q.set_result(77).unwrap();
     });
-    assert_eq!(block_on(p.wait()).unwrap(), 77);
+    let waited = after_first_poll(p.wait(), move || go.send(()).unwrap());
+    assert_eq!(block_on(waited).unwrap(), 77);
     h.join().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -802,21 +847,36 @@ fn promise_set_from_another_thread_wakes_the_waiter() {
 #[test]
 fn gather_of_promises_completed_from_threads() {
     let promises: Vec<Promise<usize>> = (0..4).map(|_| Promise::new()).collect();
+    // Thread i sets promise i when released. Released one at a time, last first: gather
+    // waits, and each thread is released once gather was polled after the previous promise
+    // was set (the poll its wake caused).
+    let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| mpsc::channel::<()>()).unzip();
     let handles: Vec<_> = promises
         .iter()
         .cloned()
+        .zip(go_rxs)
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, (p, go))| {
             thread::spawn(move || {
-                thread::sleep(Duration::from_millis(3 * (4 - i as u64)));
+                go.recv().unwrap();
                 p.set_result(i).unwrap();
             })
         })
         .collect();
-    let out: Vec<usize> = block_on(gather(promises.iter()))
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let mut gathered = Box::pin(gather(promises.iter()));
+    let mut released: Option<usize> = None;
+    let out = block_on(futures::future::poll_fn(|cx| {
+        let shown = released.is_none_or(|i| promises[i].done());
+        let r = gathered.as_mut().poll(cx);
+        if r.is_pending() && shown {
+            let next = released.map_or(Some(3), |i| i.checked_sub(1));
+            let next = next.expect("gather is still pending after every promise was set");
+            gos[next].send(()).unwrap();
+            released = Some(next);
+        }
+        r
+    }));
+    let out: Vec<usize> = out.into_iter().map(Result::unwrap).collect();
     assert_eq!(out, vec![0, 1, 2, 3]);
     for h in handles {
         h.join().unwrap();

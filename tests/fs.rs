@@ -2,6 +2,9 @@
 //! open options and their errors, directory operations, close, and the memory safety of
 //! cancelled reads and of dropping a runtime with reads in flight.
 
+mod support;
+
+use std::cell::Cell;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -609,9 +612,10 @@ fn cancelled_reads_are_memory_safe() {
         }
 
         // 64 tasks reading in a loop, cancelled while their reads are in flight.
+        let reading = Rc::new(Cell::new(0usize));
         let tasks: Vec<_> = (0..64usize)
             .map(|t| {
-                let file = file.clone();
+                let (file, reading) = (file.clone(), reading.clone());
                 ringloop::spawn(async move {
                     let mut i = 0usize;
                     loop {
@@ -620,11 +624,15 @@ fn cancelled_reads_are_memory_safe() {
                             file.read_at(Vec::with_capacity(131_072), pos).await;
                         assert_eq!(res.unwrap(), 131_072);
                         i += 1;
+                        if i == 1 {
+                            reading.set(reading.get() + 1);
+                        }
                     }
                 })
             })
             .collect();
-        ringloop::sleep(Duration::from_millis(20)).await;
+        // Every task is in its loop (one read done, the next submitted) before the cancels.
+        support::yield_until("every task finished a read", || reading.get() == 64).await;
         for t in &tasks {
             assert!(t.cancel());
         }
@@ -685,14 +693,18 @@ fn dropping_a_runtime_with_reads_in_flight() {
     for _ in 0..3 {
         let rt = ringloop::Runtime::new().unwrap();
         let file = Rc::new(rt.block_on(File::open(&*path)).unwrap());
+        let reading = Rc::new(Cell::new(0usize));
         for t in 0..32usize {
-            let file = file.clone();
+            let (file, reading) = (file.clone(), reading.clone());
             rt.spawn(async move {
                 let mut i = 0usize;
                 loop {
                     let pos = ((t * 65_537 + i * 262_147) % (len - 262_144)) as u64;
                     let _ = file.read_at(Vec::with_capacity(262_144), pos).await;
                     i += 1;
+                    if i == 1 {
+                        reading.set(reading.get() + 1);
+                    }
                 }
             })
             .detach();
@@ -703,12 +715,20 @@ fn dropping_a_runtime_with_reads_in_flight() {
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: the descriptors are new and owned by nobody else.
         let (r, w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let pipe_read = Rc::new(Cell::new(false));
+        let p = pipe_read.clone();
         rt.spawn(async move {
+            // Set in the poll that submits the read, so seen only after it.
+            p.set(true);
             let _ = r.read(Vec::with_capacity(4096)).await;
             unreachable!("nothing is ever written to the pipe");
         })
         .detach();
-        rt.block_on(ringloop::sleep(Duration::from_millis(10)));
+        // Every file task has a read in flight (its second), and the pipe read was polled:
+        // block_on hands what the last pass queued to the kernel before it returns.
+        rt.block_on(support::yield_until("every read in flight", || {
+            reading.get() == 32 && pipe_read.get()
+        }));
         drop(file);
         drop(rt);
         drop(w);

@@ -3,9 +3,11 @@
 
 mod support;
 
+use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::io::{BufResult, IoBuf};
@@ -128,11 +130,19 @@ fn peer_reset_is_connection_reset() {
         let addr = listener.local_addr().unwrap();
         let peer = std::net::TcpStream::connect(addr).unwrap();
         let (s, _) = listener.accept().await.unwrap();
+        let reading = Rc::new(Cell::new(false));
+        let started = reading.clone();
         let reader = ringloop::spawn(async move {
+            // Set in the poll that starts the read, so seen only after it.
+            started.set(true);
             let BufResult(r, _) = s.read(Vec::with_capacity(16)).await;
             r
         });
-        ringloop::sleep(Duration::from_millis(5)).await;
+        // The reset comes while the read waits: the pass after the reader's first poll has
+        // handed its receive to the kernel (or registered it with epoll).
+        support::yield_until("the read started", || reading.get()).await;
+        ringloop::yield_now().await;
+        assert!(!reader.is_done(), "nothing was sent");
         set_linger_zero(peer.as_raw_fd());
         drop(peer);
         let err = reader.await.unwrap().unwrap_err();

@@ -2,7 +2,13 @@
 //! dropped reads free nothing the kernel may still write, cancelled stream reads lose no
 //! byte, and dropping the runtime with reads in flight corrupts nothing.
 
-use std::pin::pin;
+mod support;
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures::poll;
@@ -160,6 +166,46 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
+/// A waker that records that it was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Polls `read` once, with a waker of its own, and checks it is pending; returns that waker's
+/// flag. The driver wakes a read when its receive completes (the CQE reaped, or the syscall
+/// run on readiness under epoll), so waiting for the flag waits for the completion itself
+/// while the future is never polled again.
+fn poll_once_with_flag<F: Future>(read: Pin<&mut F>) -> Arc<Flag> {
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    assert!(
+        read.poll(&mut Context::from_waker(&waker)).is_pending(),
+        "submitted, no data yet"
+    );
+    flag
+}
+
+/// Waits until the receive of a read polled by [`poll_once_with_flag`] completed.
+async fn until_completed(flag: &Flag) {
+    support::yield_until("the receive completed", || flag.0.load(Ordering::SeqCst)).await;
+}
+
+/// Blocks until `fd` has bytes to read (at most 10 s).
+fn wait_readable(fd: std::os::fd::RawFd) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(n, 1, "no data came");
+}
+
 #[test]
 fn cancelled_reads_lose_no_byte_over_tcp() {
     ringloop::run(async {
@@ -183,17 +229,18 @@ fn a_completed_but_uncollected_read_keeps_its_bytes() {
     ringloop::run(async {
         let (a, b) = tcp_pair().await;
         {
-            let mut read = pin!(b.read(Vec::with_capacity(64)));
-            assert!(poll!(read.as_mut()).is_pending(), "submitted, no data yet");
+            let read = pin!(b.read(Vec::with_capacity(64)));
+            let completed = poll_once_with_flag(read);
             let BufResult(r, _) = a.write_all("rescued ").await;
             r.unwrap();
-            // Let the loop reap the receive's CQE; the read future is never polled again.
-            ringloop::sleep(Duration::from_millis(20)).await;
+            // The loop reaps the receive's completion; the read future is never polled again.
+            until_completed(&completed).await;
         }
         assert_eq!(b.rescued_reads(), 1);
         let BufResult(r, _) = a.write_all("and more").await;
         r.unwrap();
-        ringloop::sleep(Duration::from_millis(5)).await;
+        // The new bytes wait in the socket: the kept ones must still come out first.
+        wait_readable(std::os::fd::AsRawFd::as_raw_fd(&b));
         let mut got = Vec::new();
         while got.len() < 16 {
             // A small buffer: the kept bytes come out across several reads, first.
@@ -234,12 +281,12 @@ fn orphaned_eof_and_errors_are_reported_later() {
     ringloop::run(async {
         let (a, b) = UnixStream::pair().unwrap();
         {
-            let mut read = pin!(b.read(Vec::with_capacity(64)));
-            assert!(poll!(read.as_mut()).is_pending());
+            let read = pin!(b.read(Vec::with_capacity(64)));
+            let completed = poll_once_with_flag(read);
             let BufResult(r, _) = a.write_all("last").await;
             r.unwrap();
             drop(a);
-            ringloop::sleep(Duration::from_millis(10)).await;
+            until_completed(&completed).await;
         }
         let BufResult(n, buf) = b.read(Vec::with_capacity(64)).await;
         assert_eq!(&buf[..n.unwrap()], b"last");
@@ -250,8 +297,8 @@ fn orphaned_eof_and_errors_are_reported_later() {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (s, _) = listener.accept().await.unwrap();
         {
-            let mut read = pin!(s.read(Vec::with_capacity(64)));
-            assert!(poll!(read.as_mut()).is_pending());
+            let read = pin!(s.read(Vec::with_capacity(64)));
+            let completed = poll_once_with_flag(read);
             let l = libc::linger {
                 l_onoff: 1,
                 l_linger: 0,
@@ -267,7 +314,7 @@ fn orphaned_eof_and_errors_are_reported_later() {
                 )
             };
             drop(peer);
-            ringloop::sleep(Duration::from_millis(10)).await;
+            until_completed(&completed).await;
         }
         let BufResult(r, _) = s.read(Vec::with_capacity(64)).await;
         assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
@@ -305,23 +352,32 @@ fn runtime_drop_with_reads_in_flight_then_peers_write() {
         let rt = ringloop::Runtime::new().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        // Reads started, each counted in the poll that submits it.
+        let started = Arc::new(AtomicUsize::new(0));
         for _ in 0..16 {
             let peer = std::net::TcpStream::connect(addr).unwrap();
             let (s, _) = listener.accept().unwrap();
             peers.push(peer);
+            let started = started.clone();
             rt.spawn(async move {
                 let s = TcpStream::from(s);
+                started.fetch_add(1, Ordering::SeqCst);
                 let BufResult(_r, _buf) = s.read(vec![0u8; 256 << 10]).await;
                 unreachable!("nobody writes while the runtime lives");
             });
         }
         let (ua, ub) = std::os::unix::net::UnixStream::pair().unwrap();
         peers.push(std::net::TcpStream::from(std::os::fd::OwnedFd::from(ua)));
+        let unix_started = started.clone();
         rt.spawn(async move {
             let s = UnixStream::from(ub);
+            unix_started.fetch_add(1, Ordering::SeqCst);
             let _ = s.read(vec![0u8; 256 << 10]).await;
         });
-        rt.block_on(ringloop::sleep(Duration::from_millis(20)));
+        // Every read is in flight: block_on hands what the last pass queued to the kernel.
+        rt.block_on(support::yield_until("every read started", || {
+            started.load(Ordering::SeqCst) == 17
+        }));
         drop(rt);
     }
     // Memory the allocator may hand out where the read buffers were.

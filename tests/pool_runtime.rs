@@ -187,7 +187,10 @@ fn handle_spawn_errors_panic_close_and_cancel() {
     assert!(never.cancel());
     // Still running when the runtime closes: Cancelled.
     let forever = handle.spawn(ringloop::sleep(Duration::from_secs(3600)));
-    rt.block_on(ringloop::sleep(Duration::from_millis(5)));
+    // The loop takes both from its inject queue and starts them; the panic ends one.
+    rt.block_on(support::yield_until("the remote tasks ran", || {
+        bad.done() && forever.running()
+    }));
     assert_eq!(
         bad.result(None),
         Err::<(), _>(PoolError::Panicked("remote panic".into()))
@@ -340,11 +343,13 @@ fn as_completed_yields_in_completion_order_with_timeout() {
 
 #[test]
 fn a_promise_set_from_another_thread_wakes_a_task() {
-    ringloop::run(async {
+    let loop_thread = support::thread_id();
+    ringloop::run(async move {
         let p = ringloop::Promise::new();
         let setter = p.clone();
         let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(10));
+            // Once the waiters wait: the loop parks only when every task is pending.
+            support::wait_until_parked(loop_thread);
             setter.set_result(String::from("hi")).unwrap();
         });
         let waiters: Vec<_> = (0..3)

@@ -2,15 +2,18 @@
 //! between shards, the shared blocking pool, stop and drop with work in flight, and faults.
 //! Runs on whichever driver `RINGLOOP_DRIVER` selects (CI runs both).
 
+mod support;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::future::Either;
 use ringloop::io::BufResult;
 use ringloop::net::{TcpListener, TcpStream};
-use ringloop::{PoolError, ShardedRuntime};
+use ringloop::{PoolError, Promise, ShardedRuntime};
 
 #[test]
 fn run_gives_every_shards_result_in_order() {
@@ -162,12 +165,26 @@ fn a_panicking_shard_cancels_the_others_and_the_panic_reaches_run() {
     let rt = ShardedRuntime::new(3).unwrap();
     let cancelled = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&cancelled);
+    // Set by the last of the other shards to be running: shard 1 panics only then, once
+    // both wait in the kernel (parked, as accept loops would be).
+    let running = Arc::new(AtomicUsize::new(0));
+    let all_running = Promise::<()>::new();
+    let loop_threads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.run(move |shard| {
             let seen = Arc::clone(&seen);
+            let running = Arc::clone(&running);
+            let all_running = all_running.clone();
+            let loop_threads = Arc::clone(&loop_threads);
             async move {
                 if shard == 1 {
-                    ringloop::sleep(Duration::from_millis(5)).await;
+                    ringloop::wait_for(all_running.wait(), Duration::from_secs(30))
+                        .await
+                        .expect("the other shards never ran")
+                        .unwrap();
+                    for &tid in loop_threads.lock().unwrap().iter() {
+                        support::wait_until_parked(tid);
+                    }
                     panic!("accept loop failed");
                 }
                 // Would run forever; dropped when shard 1 panics.
@@ -178,6 +195,10 @@ fn a_panicking_shard_cancels_the_others_and_the_panic_reaches_run() {
                     }
                 }
                 let _count = Count(seen);
+                loop_threads.lock().unwrap().push(support::thread_id());
+                if running.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+                    all_running.set_result(()).unwrap();
+                }
                 std::future::pending::<()>().await;
             }
         })
@@ -206,34 +227,39 @@ fn reuse_port_listeners_on_two_shards_serve_every_connection() {
     // Never accepted on: the conversion has nothing to wait for.
     let (probe, _) = futures::executor::block_on(probe.into_std()).unwrap();
     let served = Arc::new(AtomicUsize::new(0));
-    // Each shard binds its own listener on the same address and echoes until it has seen
-    // its share; the clients run on a plain thread.
+    // Set by the echo of the last connection: every shard stops accepting then (each
+    // connection was accepted before it was served, so none is left).
+    let all_served = Promise::<()>::new();
+    // Each shard binds its own listener on the same address and echoes until every
+    // connection was served; the clients run on a plain thread.
     let servers = {
         let served = Arc::clone(&served);
         std::thread::spawn(move || {
             rt.run(move |_| {
                 let served = Arc::clone(&served);
+                let all_served = all_served.clone();
                 async move {
                     let listener = TcpListener::bind_reuse_port(addr).unwrap();
                     let mut mine = 0;
                     loop {
-                        let accept =
-                            ringloop::wait_for(listener.accept(), Duration::from_millis(200));
-                        let Ok(accepted) = accept.await else {
-                            if served.load(Ordering::SeqCst) >= CONNS {
-                                return mine;
-                            }
-                            continue;
+                        let accept = std::pin::pin!(listener.accept());
+                        let done = std::pin::pin!(all_served.wait());
+                        let accepted = match futures::future::select(accept, done).await {
+                            Either::Left((accepted, _)) => accepted,
+                            Either::Right(_) => return mine,
                         };
                         let (stream, _) = accepted.unwrap();
                         mine += 1;
                         let served = Arc::clone(&served);
+                        let all_served = all_served.clone();
                         ringloop::spawn(async move {
                             let BufResult(n, buf) = stream.read(Vec::with_capacity(16)).await;
                             let n = n.unwrap();
                             stream.write_all(buf).await.0.unwrap();
                             assert_eq!(n, 8);
-                            served.fetch_add(1, Ordering::SeqCst);
+                            if served.fetch_add(1, Ordering::SeqCst) + 1 == CONNS {
+                                all_served.set_result(()).unwrap();
+                            }
                         })
                         .detach();
                     }

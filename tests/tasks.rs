@@ -95,7 +95,10 @@ fn a_panicking_task_gives_panicked_and_the_loop_keeps_running() {
             ringloop::yield_now().await;
             panic!("boom {}", 42);
         });
+        // Goes on only after the panic: released once it was seen, then a timer of its own.
+        let (after_panic, released) = futures::channel::oneshot::channel::<()>();
         let good = ringloop::spawn(async {
+            released.await.unwrap();
             ringloop::sleep(Duration::from_millis(2)).await;
             "fine"
         });
@@ -103,6 +106,8 @@ fn a_panicking_task_gives_panicked_and_the_loop_keeps_running() {
         assert_eq!(err, JoinError::Panicked("boom 42".into()));
         assert!(err.is_panic() && !err.is_cancelled());
         assert_eq!(err.to_string(), "task panicked: boom 42");
+        assert!(!good.is_done());
+        after_panic.send(()).unwrap();
         assert_eq!(good.await, Ok("fine"));
     });
 }
@@ -214,8 +219,15 @@ fn cancelling_a_task_that_awaits_another_cancels_both() {
             ringloop::sleep(Duration::from_secs(3600)).await;
         });
         let inner_ref = inner.task_ref();
-        let outer = ringloop::spawn(async move { inner.await });
-        ringloop::sleep(Duration::from_millis(2)).await;
+        let awaiting = Rc::new(Cell::new(false));
+        let a = awaiting.clone();
+        let outer = ringloop::spawn(async move {
+            // Set in the poll that starts awaiting the inner task, so seen only after it.
+            a.set(true);
+            inner.await
+        });
+        support::yield_until("the outer task awaits the inner one", || awaiting.get()).await;
+        assert!(!inner_ref.is_done());
         assert!(outer.cancel());
         assert_eq!(outer.await, Err(JoinError::Cancelled));
         // The inner task is cancelled at its next scheduling point.
@@ -254,12 +266,20 @@ fn a_dropped_handle_detaches_and_the_task_finishes() {
         let finished = finished.clone();
         async move {
             let f = finished.clone();
-            drop(ringloop::spawn(async move {
+            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+            let task = ringloop::spawn(async move {
+                rx.await.unwrap();
                 ringloop::sleep(Duration::from_millis(3)).await;
                 f.set(true);
-            }));
+            });
+            // Dropped while the task waits: the task must carry on, not be cancelled.
+            ringloop::yield_now().await;
+            assert!(!task.is_done());
+            drop(task);
             ringloop::spawn(async {}).detach();
-            ringloop::sleep(Duration::from_millis(10)).await;
+            ringloop::yield_now().await;
+            tx.send(()).unwrap();
+            support::yield_until("the detached task finished", || finished.get()).await;
         }
     });
     assert!(finished.get());
@@ -310,7 +330,11 @@ fn done_callbacks_run_exactly_once_in_every_outcome() {
         let _ = bad.await;
         let _ = cancelled.await;
         let _ = removed.await;
-        ringloop::sleep(Duration::from_millis(1)).await;
+        // Done callbacks run at completion; a few more passes would show one run twice (or
+        // run from the queue of call_soon callbacks).
+        for _ in 0..3 {
+            ringloop::yield_now().await;
+        }
         let mut calls = calls.borrow().clone();
         calls.sort();
         assert_eq!(
@@ -442,12 +466,18 @@ fn tasks_survive_across_block_on_calls_and_are_cancelled_at_close() {
     let rt = Runtime::new().unwrap();
     let dropped = counter();
     let guard = DropGuard(dropped.clone());
+    let started = Rc::new(Cell::new(false));
+    let s = started.clone();
     let task = rt.spawn(async move {
         let _g = guard;
+        s.set(true);
         ringloop::sleep(Duration::from_secs(3600)).await;
     });
-    rt.block_on(ringloop::sleep(Duration::from_millis(1)));
+    rt.block_on(support::yield_until("the task started", || started.get()));
+    // And once more: the task stays parked in its sleep across block_on calls.
+    rt.block_on(ringloop::yield_now());
     assert!(!task.is_done());
+    assert_eq!(dropped.get(), 0);
     rt.close();
     assert_eq!(dropped.get(), 1);
     assert!(task.is_done() && task.is_cancelled());
@@ -498,12 +528,13 @@ fn result_survives_a_clone_that_drops_the_handle() {
         let intact = intact.clone();
         async move {
             let t = ringloop::spawn(async { Evil(vec![0xAA; 1 << 20]) });
+            let seen = intact.clone();
             t.add_done_callback(move |view| {
                 let r = view.result().unwrap().unwrap();
-                intact.set(Some(r.0.len() == 1 << 20 && r.0.iter().all(|b| *b == 0xAA)));
+                seen.set(Some(r.0.len() == 1 << 20 && r.0.iter().all(|b| *b == 0xAA)));
             });
             SLOT.with(|s| *s.borrow_mut() = Some(t));
-            ringloop::sleep(Duration::from_millis(5)).await;
+            support::yield_until("the done callback ran", || intact.get().is_some()).await;
             assert!(
                 SLOT.with(|s| s.borrow().is_none()),
                 "the clone dropped the handle"

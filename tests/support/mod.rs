@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Counts its drops in a shared counter: observes that a future was dropped, and how often.
 pub struct DropGuard(pub Rc<Cell<u32>>);
@@ -66,7 +67,7 @@ pub fn thread_id() -> i32 {
 /// a test waits for the park itself instead of sleeping and hoping. Panics after 10 s.
 pub fn wait_until_parked(tid: i32) {
     let path = format!("/proc/self/task/{tid}/syscall");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let words: Vec<i64> = text
@@ -89,9 +90,20 @@ pub fn wait_until_parked(tid: i32) {
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "thread {tid} never parked (last: {text:?})"
         );
         std::thread::yield_now();
+    }
+}
+
+/// Drives the loop, one pass per `ringloop::yield_now`, until `done()` holds: waits for what
+/// other tasks, the kernel or other threads do, instead of sleeping for a time that a loaded
+/// machine may exceed. Panics (naming `what`) after 30 s.
+pub async fn yield_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        ringloop::yield_now().await;
     }
 }
