@@ -136,7 +136,7 @@ impl Handle {
                     }
                 };
                 crate::spawn(Reporter {
-                    future,
+                    future: Some(future),
                     shared: Some(shared),
                     cancel,
                 })
@@ -194,16 +194,20 @@ pin_project_lite::pin_project! {
     /// Runs a `Handle::spawn` future on the loop and reports its outcome to the PoolFuture;
     /// if dropped before it finished (the runtime closed) or cancelled through the
     /// PoolFuture, reports cancellation.
+    /// The future is dropped before its `PoolFuture` is told (`Some` until then), so that a
+    /// waiter woken by the result never sees the future's resources still held.
     struct Reporter<F: Future> {
         #[pin]
-        future: F,
+        future: Option<F>,
         shared: Option<Arc<Shared<F::Output>>>,
         cancel: Arc<CancelSignal>,
     }
 
     impl<F: Future> PinnedDrop for Reporter<F> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(shared) = this.project().shared.take() {
+            let mut this = this.project();
+            this.future.set(None);
+            if let Some(shared) = this.shared.take() {
                 Shared::complete(&shared, Err(PoolError::Cancelled));
             }
         }
@@ -214,17 +218,23 @@ impl<F: Future> Future for Reporter<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
+        let mut this = self.project();
         if this.cancel.check(cx.waker()) {
-            // Returning finishes the task and drops the future; PinnedDrop reports Cancelled.
+            // Returning finishes the task; PinnedDrop drops the future, then reports Cancelled.
             return Poll::Ready(());
         }
-        let future = this.future;
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
         let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => Ok(out),
             Err(p) => Err(PoolError::Panicked(panic_message(&*p))),
         };
+        // A panicking drop is caught like a panicking poll would be.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
+            crate::callbacks::report_panic("dropping a Handle::spawn future", &*p);
+        }
         if let Some(shared) = this.shared.take() {
             Shared::complete(&shared, result);
         }
