@@ -249,13 +249,13 @@ impl Manager {
                 Spec::format(fd, cfg.max_tasks_per_child, cfg.initializer),
             )
             .stdin(Stdio::null());
+        // In the child, before exec: mark every other inherited descriptor close-on-exec (so
+        // a worker holds no listening socket or pipe of the parent's; kernels before 5.11
+        // lack the flag and skip this), clear close-on-exec on the worker's end of the socket
+        // so that this one child inherits it, and have the kernel kill the worker if the
+        // manager thread that forked it dies (a parent killed mid-job leaves no worker).
         // SAFETY: the closure runs in the forked child before exec and calls only fcntl,
-        // close_range and prctl, which are async-signal-safe (no allocation, no lock). It marks
-        // every other inherited descriptor close-on-exec (so a worker holds no listening
-        // socket or pipe of the parent's; kernels before 5.11 lack the flag and skip this),
-        // clears close-on-exec on the worker's end of the socket so that this one child
-        // inherits it, and has the kernel kill the worker if the manager thread that forked
-        // it dies (a parent killed mid-job leaves no worker running on).
+        // close_range and prctl, which are async-signal-safe (no allocation, no lock).
         unsafe {
             cmd.pre_exec(move || {
                 let (fd_u, max) = (fd as libc::c_uint, libc::c_uint::MAX);
