@@ -284,31 +284,67 @@ fn block_until_released(paths: (String, String)) -> u8 {
     byte[0]
 }
 
+/// A job that blocks until the test releases it, through two fifos in a temporary directory.
+struct Blocker {
+    dir: PathBuf,
+    started: PathBuf,
+    release: PathBuf,
+}
+
+impl Blocker {
+    fn new(tag: &str) -> Blocker {
+        let dir = temp_dir(tag);
+        let (started, release) = (dir.join("started"), dir.join("release"));
+        mkfifo(&started);
+        mkfifo(&release);
+        Blocker {
+            dir,
+            started,
+            release,
+        }
+    }
+
+    /// Submits the blocking job.
+    fn submit(&self, pool: &ProcessPool) -> ringloop::PoolFuture<u8> {
+        let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+        pool.submit(
+            block_until_released,
+            (path(&self.started), path(&self.release)),
+        )
+    }
+
+    /// Returns once the job runs (it opened the other end of `started`).
+    fn wait_started(&self) {
+        drop(std::fs::File::open(&self.started).unwrap());
+    }
+
+    /// Lets the job return `byte`.
+    fn release(&self, byte: u8) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.release)
+            .unwrap()
+            .write_all(&[byte])
+            .unwrap();
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn shutdown_with_cancel_futures_cancels_what_is_still_queued() {
-    let dir = temp_dir("cancel");
-    let (started, release) = (dir.join("started"), dir.join("release"));
-    mkfifo(&started);
-    mkfifo(&release);
+    let blocker = Blocker::new("cancel");
     let pool = ProcessPool::new(1).unwrap();
-    let blocker = pool.submit(
-        block_until_released,
-        (
-            started.to_str().unwrap().to_string(),
-            release.to_str().unwrap().to_string(),
-        ),
-    );
-    // Returns once the job has opened the other end: the only worker is busy.
-    drop(std::fs::File::open(&started).unwrap());
+    let blocked = blocker.submit(&pool);
+    blocker.wait_started(); // the only worker is busy
     let queued: Vec<_> = (0..200u64).map(|i| pool.submit(square, i)).collect();
     pool.shutdown(false, true);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&release)
-        .unwrap()
-        .write_all(&[7])
-        .unwrap();
-    assert_eq!(blocker.result(None), Ok(7));
+    blocker.release(7);
+    assert_eq!(blocked.result(None), Ok(7));
     let mut cancelled = 0;
     for (i, f) in queued.iter().enumerate() {
         match f.result(None) {
@@ -321,8 +357,6 @@ fn shutdown_with_cancel_futures_cancels_what_is_still_queued() {
     }
     // At most 64 jobs are handed to a worker ahead of time: the rest were still queued.
     assert!(cancelled >= 200 - 64, "{cancelled} cancelled");
-    drop(pool);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn nested_pool(x: u64) -> u64 {
@@ -492,67 +526,33 @@ fn workers_inherit_the_environment_and_working_directory_and_the_pool_is_send_sy
 
 #[test]
 fn a_quick_result_is_not_held_back_behind_a_long_job() {
-    let dir = temp_dir("holdback");
-    let (started, release) = (dir.join("started"), dir.join("release"));
-    mkfifo(&started);
-    mkfifo(&release);
+    let blocker = Blocker::new("holdback");
     let pool = ProcessPool::new(1).unwrap();
     // Many quick jobs first, so that the pool sends jobs ahead to the worker.
-    let warm: Vec<u64> = (0..500u64)
-        .map(|i| pool.submit(square, i))
-        .map(|f| f.into_result(None).unwrap())
-        .collect();
-    assert_eq!(warm.len(), 500);
+    for i in 0..500u64 {
+        assert_eq!(pool.submit(square, i).into_result(None), Ok(i * i));
+    }
     let quick = pool.submit(square, 3);
-    let blocker = pool.submit(
-        block_until_released,
-        (
-            started.to_str().unwrap().to_string(),
-            release.to_str().unwrap().to_string(),
-        ),
-    );
+    let blocked = blocker.submit(&pool);
     // The quick job's answer comes while the long job still runs (it is released only after).
     assert_eq!(quick.result(Some(Duration::from_secs(60))), Ok(9));
-    drop(std::fs::File::open(&started).unwrap());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&release)
-        .unwrap()
-        .write_all(&[1])
-        .unwrap();
-    assert_eq!(blocker.result(None), Ok(1));
-    drop(pool);
-    std::fs::remove_dir_all(&dir).unwrap();
+    blocker.wait_started();
+    blocker.release(1);
+    assert_eq!(blocked.result(None), Ok(1));
 }
 
 #[test]
 fn jobs_that_are_not_known_to_be_quick_stay_cancellable_while_queued() {
-    let dir = temp_dir("cancellable");
-    let (started, release) = (dir.join("started"), dir.join("release"));
-    mkfifo(&started);
-    mkfifo(&release);
+    let blocker = Blocker::new("cancellable");
     let pool = ProcessPool::new(1).unwrap();
-    let blocker = pool.submit(
-        block_until_released,
-        (
-            started.to_str().unwrap().to_string(),
-            release.to_str().unwrap().to_string(),
-        ),
-    );
-    drop(std::fs::File::open(&started).unwrap());
+    let blocked = blocker.submit(&pool);
+    blocker.wait_started();
     let queued: Vec<_> = (0..20u64).map(|i| pool.submit(square, i)).collect();
     // As Python's pool: only the running job is out of reach (plus at most one sent ahead).
     let cancelled = queued.iter().filter(|f| f.cancel()).count();
     assert!(cancelled >= 19, "{cancelled} of 20 cancelled");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&release)
-        .unwrap()
-        .write_all(&[2])
-        .unwrap();
-    assert_eq!(blocker.result(None), Ok(2));
-    drop(pool);
-    std::fs::remove_dir_all(&dir).unwrap();
+    blocker.release(2);
+    assert_eq!(blocked.result(None), Ok(2));
 }
 
 /// Deserializes by panicking (in the parent, where results are decoded).
