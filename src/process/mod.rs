@@ -1,12 +1,14 @@
 //! Subprocesses: asyncio's `create_subprocess_exec` and tokio's `process`, on the driver.
 //!
 //! [`Command`] is std's builder; [`Command::spawn`] gives a [`Child`] whose
-//! [`wait`](Child::wait) is a future: the child's pidfd (`pidfd_open(2)`, Linux 5.3) becomes
-//! readable when it exits, which the ring sees with a `POLL_ADD` and the epoll driver with
-//! `waitid(P_PIDFD, WNOWAIT)` on readiness; then `waitpid` reaps it. No `SIGCHLD` handler is
-//! installed, so the program's own handling of that signal is left alone. (`IORING_OP_WAITID`,
-//! Linux 6.7, would save the `waitpid` but not a wake-up, and needs a probe and a fallback
-//! anyway: the pidfd works on every kernel ringloop supports.)
+//! [`wait`](Child::wait) is a future: the child's pidfd (`pidfd_open(2)`) becomes readable
+//! when it exits, which the ring sees with a `POLL_ADD` and the epoll driver with
+//! `waitid(P_PIDFD, WNOWAIT)` on readiness; then `waitid(P_PIDFD)` reaps it. Signals go
+//! through the pidfd too (`pidfd_send_signal`), so nothing here can reach another process
+//! that reused the pid. Linux 5.4. No `SIGCHLD` handler is installed, so the program's own
+//! handling of that signal is left alone. (`IORING_OP_WAITID`, Linux 6.7, would save the
+//! reaping `waitid` but not a wake-up, and needs a probe and a fallback anyway: the pidfd works
+//! on every kernel ringloop supports.)
 //!
 //! The child's piped standard streams ([`Child::stdin`], [`Child::stdout`],
 //! [`Child::stderr`]) are read and written with owned buffers, like sockets; a read dropped
@@ -151,7 +153,8 @@ impl Command {
     /// # Errors
     ///
     /// What `std::process::Command::spawn` reports (a missing program is `NotFound`), or the
-    /// kernel refusing a pidfd (Linux before 5.3; the child is then killed and reaped).
+    /// kernel refusing a pidfd (Linux before 5.4; the child is then killed and reaped), or
+    /// the child having been reaped by someone else already (`SIGCHLD` set to `SIG_IGN`).
     pub fn spawn(&mut self) -> io::Result<Child> {
         Child::from_std(self.std.spawn()?, self.kill_on_drop)
     }
