@@ -477,14 +477,22 @@ Mapped results:  [1.0000000000000002e-10, 1.3292279957849161e+26, 1.797010299914
 
 #[test]
 fn the_example_prints_what_cpython_prints() {
-    // `cargo test` builds the examples next to the test binaries' directory.
+    // `cargo test` builds the examples next to the test binaries' directory; `cargo test
+    // --test process_pool` does not, so build it then.
     let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/process_pool");
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let example = profile_dir.join("examples/process_pool");
+    if !example.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args(["build", "--example", "process_pool"])
+            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building the example");
+    }
     let out = std::process::Command::new(&example)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", example.display()));
