@@ -629,21 +629,39 @@ fn a_dead_worker_is_noticed_even_while_a_forked_child_holds_its_socket() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn fd_is_open(fd: i32) -> bool {
-    std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
+/// `true` if any descriptor of this process refers to the file with this (device, inode).
+fn has_file_open(id: (u64, u64)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+        .any(|m| (m.dev(), m.ino()) == id)
 }
 
 #[test]
 fn workers_do_not_inherit_the_parents_other_descriptors() {
-    // A descriptor opened without close-on-exec (as C libraries and socket activation do).
-    let path = CString::new("/dev/null").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    // A file of its own, opened without close-on-exec (as C libraries and socket activation
+    // do); compared by identity, not by descriptor number (the worker has its own fds).
+    let dir = temp_dir("inherit");
+    let path = dir.join("held");
+    std::fs::write(&path, b"x").unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    let c = CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: open reads the live C string; the descriptor is closed below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
-    assert!(fd > 2);
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
     let pool = ProcessPool::new(1).unwrap();
-    let inherited = pool.submit(fd_is_open, fd).result(None).unwrap();
+    let inherited = pool
+        .submit(has_file_open, (meta.dev(), meta.ino()))
+        .result(None)
+        .unwrap();
     drop(pool);
     // SAFETY: closes the descriptor opened above.
     unsafe { libc::close(fd) };
-    assert!(!inherited, "descriptor {fd} leaked into the worker");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        !inherited,
+        "the parent's descriptor {fd} leaked into the worker"
+    );
 }
