@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::wire;
 use super::worker::{self, Spec};
-use super::{Job, Shared};
+use super::{Job, Settle, Shared};
 use crate::io::{BufResult, IoBuf};
 use crate::net::UnixStream;
 use crate::pool::PoolError;
@@ -57,8 +57,8 @@ struct Worker {
 struct WorkerState {
     /// Job frames not yet written.
     outbox: Vec<u8>,
-    /// Jobs sent, in order, awaiting their results.
-    in_flight: VecDeque<Job>,
+    /// The futures of the jobs sent, in order, awaiting their results.
+    in_flight: VecDeque<Box<dyn Settle>>,
     /// Jobs given to this worker in all.
     assigned: u64,
     /// No more jobs: the writer closes the socket once the outbox is written.
@@ -162,10 +162,7 @@ impl Manager {
                     w.since = Some(Instant::now());
                 }
                 w.outbox.extend_from_slice(&job.frame);
-                w.in_flight.push_back(Job {
-                    frame: Vec::new(),
-                    settle: job.settle,
-                });
+                w.in_flight.push_back(job.settle);
                 w.assigned += 1;
                 w.wake_writer();
             }
@@ -352,7 +349,7 @@ impl Manager {
             let why = why
                 .clone()
                 .unwrap_or_else(|| "a worker process died".into());
-            job.settle.fail(PoolError::Broken(why));
+            job.fail(PoolError::Broken(why));
         }
         self.wake_dispatcher();
     }
@@ -463,7 +460,7 @@ async fn read_results(mgr: Rc<Manager>, worker: Rc<Worker>, mut child: Child) {
                         break 'read;
                     };
                     answered += 1;
-                    job.settle.finish(frame[1], &frame[2..]);
+                    job.finish(frame[1], &frame[2..]);
                 }
                 _ => {
                     mgr.break_pool(format!("protocol error from worker {}", worker.pid));

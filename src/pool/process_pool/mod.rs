@@ -130,7 +130,7 @@ pub(super) struct Job {
 }
 
 /// A job's typed end: starts, settles or fails the [`PoolFuture`] of one job.
-trait Settle: Send {
+pub(super) trait Settle: Send {
     /// Marks the future running; `false` if it was cancelled (skip the job).
     fn start(&self) -> bool;
     /// The worker's answer: a `wire::STATUS_*` and its bytes.
