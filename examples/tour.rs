@@ -23,6 +23,11 @@ async fn factorial(name: &'static str, n: u64) -> u64 {
     f
 }
 
+/// A ProcessPool job: where it ran.
+fn worker_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
 fn main() -> std::io::Result<()> {
     // asyncio.run(main()) is ringloop::run(main()); to handle "io_uring unavailable" yourself,
     // build the runtime explicitly:
@@ -172,6 +177,33 @@ fn main() -> std::io::Result<()> {
     let parked = Instant::now();
     rt.run_forever();
     println!("  run_forever returned after {:?}", parked.elapsed());
+
+    println!("\n10. processes: a ProcessPool job, and a subprocess awaited on the loop:");
+    // Workers are this binary, re-executed; a constructor hook serves jobs there before main.
+    let pool = ringloop::ProcessPool::new(2)?;
+    let in_worker = pool.submit(worker_pid, ()).result(None);
+    println!(
+        "  job ran in process {:?} (this one is {})",
+        in_worker,
+        std::process::id()
+    );
+    let cubes: Vec<u64> = pool.map(|x: u64| x * x * x, 1..=5, 2).collect();
+    println!("  pool.map(cube, 1..=5, chunksize=2) -> {cubes:?}");
+    drop(pool); // waits for the workers, as leaving Python's `with` block does
+    rt.block_on(async {
+        let out = ringloop::process::Command::new("sh")
+            .args(["-c", "echo hello from a child; exit 3"])
+            .output()
+            .await;
+        match out {
+            Ok(out) => println!(
+                "  child said {:?} and exited with {:?}",
+                String::from_utf8_lossy(&out.stdout).trim_end(),
+                out.status.code()
+            ),
+            Err(e) => println!("  could not run sh: {e}"),
+        }
+    });
 
     rt.close();
     println!("\ntour finished in {:?}", start.elapsed());
