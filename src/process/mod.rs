@@ -33,12 +33,9 @@ mod reaper;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::path::Path;
-use std::pin::pin;
 use std::process::{ExitStatus, Output, Stdio};
-use std::task::Poll;
 
 pub use self::pipe::{ChildStderr, ChildStdin, ChildStdout};
 use crate::driver::fd::{Fd, SharedFd};
@@ -357,7 +354,7 @@ impl Child {
                 None => BufResult(Ok(0), Vec::new()),
             }
         };
-        let (out, err, status) = join3(out, err, self.wait()).await;
+        let (out, err, status) = crate::future::gather3(out, err, self.wait()).await;
         let BufResult(r, stdout) = out;
         r?;
         let BufResult(r, stderr) = err;
@@ -368,41 +365,6 @@ impl Child {
             stderr,
         })
     }
-}
-
-/// Polls three futures together until all are done.
-async fn join3<A: Future, B: Future, C: Future>(
-    a: A,
-    b: B,
-    c: C,
-) -> (A::Output, B::Output, C::Output) {
-    let (mut a, mut b, mut c) = (pin!(a), pin!(b), pin!(c));
-    let (mut ra, mut rb, mut rc) = (None, None, None);
-    poll_fn(|cx| {
-        if ra.is_none()
-            && let Poll::Ready(v) = a.as_mut().poll(cx)
-        {
-            ra = Some(v);
-        }
-        if rb.is_none()
-            && let Poll::Ready(v) = b.as_mut().poll(cx)
-        {
-            rb = Some(v);
-        }
-        if rc.is_none()
-            && let Poll::Ready(v) = c.as_mut().poll(cx)
-        {
-            rc = Some(v);
-        }
-        match (ra.take(), rb.take(), rc.take()) {
-            (Some(a), Some(b), Some(c)) => Poll::Ready((a, b, c)),
-            (a, b, c) => {
-                (ra, rb, rc) = (a, b, c);
-                Poll::Pending
-            }
-        }
-    })
-    .await
 }
 
 /// The kernel gave no pidfd: kill and reap the child (it would be unmanageable) and say why.
