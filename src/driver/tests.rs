@@ -192,7 +192,7 @@ fn socket_operations_on_both_drivers() {
         let y = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let (x_addr, y_addr) = (x.local_addr().unwrap(), y.local_addr().unwrap());
         let (x, y) = (Fd::new(OwnedFd::from(x)), Fd::new(OwnedFd::from(y)));
-        let to = raw_v4(&y_addr);
+        let to = net::RawAddr::from_ip(&y_addr);
         let (r, _) = run(
             driver,
             net::SendMsg::new(&x, vec![b"dgram".to_vec()], Some(to)),
@@ -200,7 +200,7 @@ fn socket_operations_on_both_drivers() {
         assert_eq!(r.unwrap(), 5);
         let (r, recv) = run(driver, net::RecvMsg::new(&y, Vec::with_capacity(16)));
         assert_eq!(r.unwrap(), 5);
-        assert_eq!(from_raw_v4(&recv.source()).unwrap(), x_addr);
+        assert_eq!(recv.source().ip().unwrap(), x_addr);
 
         // TCP: connect and accept.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -210,12 +210,15 @@ fn socket_operations_on_both_drivers() {
         let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         // SAFETY: a fresh descriptor.
         let client = Fd::new(unsafe { OwnedFd::from_raw_fd(s) });
-        let (r, _) = run(driver, net::Connect::new(&client, raw_v4(&addr)));
+        let (r, _) = run(
+            driver,
+            net::Connect::new(&client, net::RawAddr::from_ip(&addr)),
+        );
         r.unwrap();
         let (r, accept) = run(driver, net::Accept::new(&listener));
         // SAFETY: the accepted descriptor is ours.
         drop(unsafe { OwnedFd::from_raw_fd(r.unwrap() as i32) });
-        let peer = from_raw_v4(&accept.addr).unwrap();
+        let peer = accept.addr.ip().unwrap();
         assert_eq!(Some(peer), client_addr(&client));
         // A refused connect is an error (the accept op held the listener open too).
         drop((accept, listener));
@@ -223,42 +226,12 @@ fn socket_operations_on_both_drivers() {
         let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         // SAFETY: a fresh descriptor.
         let refused = Fd::new(unsafe { OwnedFd::from_raw_fd(s) });
-        let (r, _) = run(driver, net::Connect::new(&refused, raw_v4(&addr)));
+        let (r, _) = run(
+            driver,
+            net::Connect::new(&refused, net::RawAddr::from_ip(&addr)),
+        );
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     });
-}
-
-fn raw_v4(addr: &std::net::SocketAddr) -> net::RawAddr {
-    let std::net::SocketAddr::V4(a) = addr else {
-        panic!("the tests use IPv4")
-    };
-    let mut raw = net::RawAddr::empty();
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
-    unsafe {
-        (&raw mut raw.storage)
-            .cast::<libc::sockaddr_in>()
-            .write(sin)
-    };
-    raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    raw
-}
-
-fn from_raw_v4(raw: &net::RawAddr) -> Option<std::net::SocketAddr> {
-    if raw.storage.ss_family as libc::c_int != libc::AF_INET {
-        return None;
-    }
-    // SAFETY: the family says the storage holds a sockaddr_in.
-    let sin = unsafe { &*(&raw const raw.storage).cast::<libc::sockaddr_in>() };
-    let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-    Some(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
 }
 
 fn client_addr(fd: &Fd) -> Option<std::net::SocketAddr> {
@@ -271,7 +244,7 @@ fn client_addr(fd: &Fd) -> Option<std::net::SocketAddr> {
             &raw mut raw.len,
         )
     };
-    if r == 0 { from_raw_v4(&raw) } else { None }
+    if r == 0 { raw.ip().ok() } else { None }
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::addr::{ToSocketAddr, from_raw, ip_addr, to_raw};
+use super::addr::{ToSocketAddr, ip_addr};
 use super::socket::{Acceptor, Socket};
 use super::stream::Stream;
 use super::{compat_stream, send_stream, stream_methods};
@@ -107,7 +107,7 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = self.acceptor.accept(self.sock.fd()).await?;
         let stream = TcpStream::from_fd(fd);
-        Ok((stream, from_raw(&addr)?))
+        Ok((stream, addr.ip()?))
     }
 
     /// Turns the listener into a std listener, and hands back the connections it had already
@@ -171,7 +171,7 @@ impl TcpListener {
         let listener = std::net::TcpListener::from(sock.try_into_fd()?);
         let mut streams = Vec::with_capacity(accepted.len());
         for (fd, addr) in accepted {
-            streams.push((std::net::TcpStream::from(fd), from_raw(&addr)?));
+            streams.push((std::net::TcpStream::from(fd), addr.ip()?));
         }
         Ok((listener, streams))
     }
@@ -363,7 +363,7 @@ impl TcpStream {
             libc::AF_INET6
         };
         let sock = Socket::new(domain, libc::SOCK_STREAM)?;
-        let (c, _connect) = Op::submit(op::Connect::new(sock.fd(), to_raw(&addr)))
+        let (c, _connect) = Op::submit(op::Connect::new(sock.fd(), op::RawAddr::from_ip(&addr)))
             .map_err(|(e, _)| e)?
             .await;
         c?;

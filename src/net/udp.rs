@@ -4,9 +4,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use super::addr::{ToSocketAddr, from_raw, ip_addr, to_raw};
+use super::addr::{ToSocketAddr, ip_addr};
 use super::datagram;
 use super::socket::Socket;
+use crate::driver::op::net::RawAddr;
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
 /// A UDP socket.
@@ -54,7 +55,7 @@ impl UdpSocket {
             Ok(a) => a,
             Err(e) => return BufResult(Err(e), buf),
         };
-        datagram::send_to(self.sock.fd(), buf, to_raw(&addr)).await
+        datagram::send_to(self.sock.fd(), buf, RawAddr::from_ip(&addr)).await
     }
 
     /// Receives one datagram into `buf` (bytes beyond its capacity are discarded); returns the
@@ -66,7 +67,7 @@ impl UdpSocket {
     /// ran). Datagrams may be lost anyway; a protocol over UDP must tolerate it.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
         let BufResult(r, buf) = datagram::recv_from(self.sock.fd(), buf).await;
-        BufResult(r.and_then(|(n, addr)| Ok((n, from_raw(&addr)?))), buf)
+        BufResult(r.and_then(|(n, addr)| Ok((n, addr.ip()?))), buf)
     }
 
     /// Sends `buf`'s initialized bytes as one datagram to the connected address.

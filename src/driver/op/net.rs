@@ -6,6 +6,8 @@
 //! op's [`SharedFd`], so it stays open until the operation is done. Without a ring, each runs
 //! as a non-blocking syscall when the socket is ready ([`Plan::Ready`]).
 
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types};
@@ -38,6 +40,79 @@ impl RawAddr {
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
             storage: unsafe { std::mem::zeroed() },
             len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    /// An IP socket address as the kernel reads it.
+    pub(crate) fn from_ip(addr: &SocketAddr) -> RawAddr {
+        let mut raw = RawAddr::empty();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
+                unsafe {
+                    (&raw mut raw.storage)
+                        .cast::<libc::sockaddr_in>()
+                        .write(sin)
+                };
+                raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in6 and aligned for it.
+                unsafe {
+                    (&raw mut raw.storage)
+                        .cast::<libc::sockaddr_in6>()
+                        .write(sin6)
+                };
+                raw.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        raw
+    }
+
+    /// The IP socket address the kernel wrote here.
+    pub(crate) fn ip(&self) -> io::Result<SocketAddr> {
+        match self.storage.ss_family as libc::c_int {
+            libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in, and the storage is
+                // large enough and aligned for one.
+                let sin = unsafe { &*(&raw const self.storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Ok(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &*(&raw const self.storage).cast::<libc::sockaddr_in6>() };
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            family => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("ringloop: unexpected socket address family {family}"),
+            )),
         }
     }
 }
