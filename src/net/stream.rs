@@ -24,8 +24,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::socket::Socket;
-use crate::driver::op::Op;
 use crate::driver::op::net as op;
+use crate::driver::op::{Op, OpCode};
 use crate::io::{BufResult, IoBuf, IoBufMut};
 
 /// A connected byte stream (TCP or Unix).
@@ -94,6 +94,48 @@ impl ReadState {
 }
 
 impl ReadState {
+    /// One read of a byte stream that loses nothing if it is cancelled: waits its turn, hands
+    /// out what cancelled reads left behind first, and otherwise submits `op(buf)` (with a
+    /// time limit if `timeout`), whose data, if the read's future is dropped before the
+    /// completion, is kept here for the next read.
+    pub(crate) async fn read<B, T>(
+        state: &Rc<RefCell<ReadState>>,
+        mut buf: B,
+        timeout: Option<Duration>,
+        op: impl FnOnce(B) -> T,
+    ) -> BufResult<usize, B>
+    where
+        B: IoBufMut,
+        T: ReadInto<B>,
+    {
+        poll_fn(|cx| ReadState::poll_turn(state, cx)).await;
+        if let Some(r) = ReadState::take_buffered(state, &mut buf) {
+            return BufResult(r, buf);
+        }
+        if buf.bytes_total() == 0 {
+            return BufResult(Ok(0), buf);
+        }
+        let read = match Op::submit_within(op(buf), timeout) {
+            Ok(read) => read,
+            Err((e, read)) => return BufResult(Err(e), read.into_buf()),
+        };
+        state.borrow_mut().in_flight = true;
+        let orphans = Rc::clone(state);
+        let (r, read) = read
+            .on_orphan(move |r, read: T| ReadState::orphaned(&orphans, r, read.buf()))
+            .await;
+        ReadState::finish(state);
+        let mut buf = read.into_buf();
+        match r {
+            Ok(n) => {
+                // SAFETY: the kernel wrote n bytes (at most bytes_total) at the buffer's start.
+                unsafe { buf.set_init(n as usize) };
+                BufResult(Ok(n as usize), buf)
+            }
+            Err(e) => BufResult(Err(e), buf),
+        }
+    }
+
     /// Waits until no read of the stream is in flight (the caller then reads next).
     pub(crate) fn poll_turn(state: &RefCell<ReadState>, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = state.borrow_mut();
@@ -133,6 +175,33 @@ impl ReadState {
             return Some(Ok(0));
         }
         s.error.take().map(Err)
+    }
+}
+
+/// An operation that reads into a buffer it owns (a socket's RECV, a pipe's READ), for
+/// [`ReadState::read`].
+pub(crate) trait ReadInto<B>: OpCode + 'static {
+    fn buf(&self) -> &B;
+    fn into_buf(self) -> B;
+}
+
+impl<B: IoBufMut> ReadInto<B> for op::Recv<B> {
+    fn buf(&self) -> &B {
+        &self.buf
+    }
+
+    fn into_buf(self) -> B {
+        self.buf
+    }
+}
+
+impl<B: IoBufMut> ReadInto<B> for crate::driver::op::fs::Read<B> {
+    fn buf(&self) -> &B {
+        &self.buf
+    }
+
+    fn into_buf(self) -> B {
+        self.buf
     }
 }
 
@@ -229,37 +298,18 @@ impl Stream {
 
     async fn read_within<B: IoBufMut>(
         &self,
-        mut buf: B,
+        buf: B,
         timeout: Option<Duration>,
     ) -> BufResult<usize, B> {
-        poll_fn(|cx| self.poll_turn(cx)).await;
-        if let Some(r) = ReadState::take_buffered(&self.reads, &mut buf) {
-            return BufResult(r, buf);
-        }
-        if buf.bytes_total() == 0 {
-            return BufResult(Ok(0), buf);
-        }
-        let recv = match Op::submit_within(op::Recv::stream(self.sock.fd(), buf), timeout) {
-            Ok(recv) => recv,
-            Err((e, recv)) => return BufResult(Err(e), recv.buf),
-        };
-        self.reads.borrow_mut().in_flight = true;
-        let state = Rc::clone(&self.reads);
-        let (r, mut recv) = recv
-            .on_orphan(move |r, recv: op::Recv<B>| ReadState::orphaned(&state, r, &recv.buf))
-            .await;
-        ReadState::finish(&self.reads);
+        let fd = self.sock.fd();
+        let BufResult(r, buf) =
+            ReadState::read(&self.reads, buf, timeout, |buf| op::Recv::stream(fd, buf)).await;
         match r {
-            Ok(n) => {
-                // SAFETY: the kernel wrote n bytes at the start of the buffer.
-                unsafe { recv.buf.set_init(n as usize) };
-                BufResult(Ok(n as usize), recv.buf)
-            }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "ringloop: read timed out");
-                BufResult(Err(e), recv.buf)
+                BufResult(Err(e), buf)
             }
-            Err(e) => BufResult(Err(e), recv.buf),
+            r => BufResult(r, buf),
         }
     }
 

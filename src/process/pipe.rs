@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -29,32 +28,12 @@ impl Pipe {
         }
     }
 
-    async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
-        poll_fn(|cx| ReadState::poll_turn(&self.reads, cx)).await;
-        if let Some(r) = ReadState::take_buffered(&self.reads, &mut buf) {
-            return BufResult(r, buf);
-        }
-        if buf.bytes_total() == 0 {
-            return BufResult(Ok(0), buf);
-        }
-        let read = match Op::submit(op::Read::new(&self.fd, buf, CURRENT_POSITION)) {
-            Ok(read) => read,
-            Err((e, read)) => return BufResult(Err(e), read.buf),
-        };
-        self.reads.borrow_mut().in_flight = true;
-        let state = Rc::clone(&self.reads);
-        let (r, mut read) = read
-            .on_orphan(move |r, read: op::Read<B>| ReadState::orphaned(&state, r, &read.buf))
-            .await;
-        ReadState::finish(&self.reads);
-        match r {
-            Ok(n) => {
-                // SAFETY: the kernel wrote n bytes (at most bytes_total) at the buffer's start.
-                unsafe { read.buf.set_init(n as usize) };
-                BufResult(Ok(n as usize), read.buf)
-            }
-            Err(e) => BufResult(Err(e), read.buf),
-        }
+    async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        let fd = &self.fd;
+        ReadState::read(&self.reads, buf, None, |buf| {
+            op::Read::new(fd, buf, CURRENT_POSITION)
+        })
+        .await
     }
 
     async fn read_to_end(&self, mut out: Vec<u8>) -> BufResult<usize, Vec<u8>> {
