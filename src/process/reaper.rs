@@ -2,7 +2,7 @@
 //! left a zombie, without a `SIGCHLD` handler (which would steal the signal from the program).
 //!
 //! One thread, started on first use, `poll(2)`s the pidfds of the orphans and an eventfd that
-//! says "new orphans"; when a pidfd becomes readable its process has exited and `waitpid`
+//! says "new orphans"; when a pidfd becomes readable its process has exited and `waitid(P_PIDFD)`
 //! reaps it. The thread lives as long as the process.
 
 use std::io;

@@ -9,7 +9,7 @@ use super::{Interest, OpCode, Plan, Syscall};
 use crate::driver::fd::SharedFd;
 
 /// Completes once the process behind `fd` (a pidfd, `pidfd_open(2)`) has exited; the caller
-/// then reaps it with `waitpid`. On the ring it is a `POLL_ADD` for `POLLIN` (a pidfd is
+/// then reaps it ([`try_reap`]). On the ring it is a `POLL_ADD` for `POLLIN` (a pidfd is
 /// readable once its process exits); on epoll it is `waitid(P_PIDFD, .., WNOWAIT)` retried on
 /// readiness, which says `EAGAIN` while the process runs if the pidfd was opened
 /// `PIDFD_NONBLOCK` (Linux 5.10); without that flag it runs on a blocking thread.
