@@ -60,7 +60,7 @@
 //!    Goal, on each driver: ringloop at least as fast as the tokio `fs::File` loop.
 
 mod common;
-use common::{DRIVERS, driver_name, env_parse, median, ringloop_rt_on, tokio_rt};
+use common::{DRIVERS, driver_name, median, ringloop_rt_on, tokio_rt};
 use ringloop::DriverKind;
 
 use std::fs::File as StdFile;
@@ -544,12 +544,9 @@ fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 fn main() {
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench_mode { 5 } else { 1 });
-    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench_mode { 1.0 } else { 0.01 });
-    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
-    assert!(reps >= 1, "BENCH_REPS must be at least 1");
-    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+    let common::Settings {
+        reps, scale, only, ..
+    } = common::settings();
 
     let scaled = |n: f64, min: f64| (n * scale).max(min);
     let rr_len = (scaled(256.0 * MIB, 4.0 * MIB) as u64) / BLOCK as u64 * BLOCK as u64;

@@ -46,9 +46,7 @@
 //! the requests.
 
 mod common;
-use common::{
-    DRIVERS, driver_name, env_parse, median, pin_to, ringloop_rt_on, thread_cpu, tokio_rt,
-};
+use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, thread_cpu, tokio_rt};
 use ringloop::DriverKind;
 
 use std::io::{Read, Write};
@@ -376,12 +374,9 @@ fn verdict(ratio: f64, goal: f64) -> String {
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench { 5 } else { 1 });
-    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench { 1.0 } else { 0.01 });
-    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
-    assert!(reps >= 1, "BENCH_REPS must be at least 1");
-    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+    let common::Settings {
+        reps, scale, only, ..
+    } = common::settings();
     let requests = ((REQUESTS as f64 * scale) as usize).max(CONNECTIONS);
     let endpoints: Vec<Endpoint> = Endpoint::ALL
         .into_iter()

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Each repetition runs every column once, alternating (ringloop, Python, ...); the table
-//! shows medians of 5 repetitions. Python's figures are timed inside its own process
+//! shows medians of 5 repetitions (`BENCH_REPS=n`; 1 when not run by `cargo bench`). Python's figures are timed inside its own process
 //! (`benches/process_pool.py`), so its interpreter start-up is not counted.
 //!
 //! - `submit 10k tiny jobs`: 4 workers, already started; 10,000 jobs (`sum(range(100))`)
@@ -28,7 +28,6 @@ use std::time::Instant;
 use ringloop::ProcessPool;
 
 const WORKERS: usize = 4;
-const REPS: usize = 5;
 
 /// `sum(range(100))`; the argument only makes each job distinct.
 fn tiny(i: u64) -> u64 {
@@ -135,7 +134,8 @@ fn main() {
         ("fresh pool to first result (us)", "Python", vec![], vec![]),
         ("spawn + wait \"true\" (us/child)", "tokio", vec![], vec![]),
     ];
-    for _ in 0..REPS {
+    let reps = common::settings().reps;
+    for _ in 0..reps {
         rows[0].2.push(ringloop_submit());
         rows[0].3.extend(python("submit"));
         rows[1].2.push(ringloop_map());
@@ -146,7 +146,7 @@ fn main() {
         rows[3].3.push(tokio_spawn() / 1e3);
     }
     println!(
-        "driver: {}; {WORKERS} workers; medians of {REPS}",
+        "driver: {}; {WORKERS} workers; medians of {reps}",
         common::driver_name(ringloop::Runtime::new().unwrap().driver_kind())
     );
     println!(

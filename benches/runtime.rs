@@ -995,14 +995,14 @@ fn main() {
     }
 
     // `cargo bench` passes --bench; anything else (cargo test --all-targets) gets a smoke run.
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench_mode { 5 } else { 1 });
-    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench_mode { 1.0 } else { 0.01 });
-    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
-        .ok()
-        .map(|s| s.split(',').map(|w| w.trim().to_string()).collect());
-    assert!(reps >= 1, "BENCH_REPS must be at least 1");
-    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+    let common::Settings {
+        bench_mode,
+        reps,
+        scale,
+        only,
+    } = common::settings();
+    let only: Option<Vec<String>> =
+        only.map(|s| s.split(',').map(|w| w.trim().to_string()).collect());
 
     let workloads: Vec<Workload> = workloads()
         .into_iter()

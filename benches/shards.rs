@@ -549,12 +549,9 @@ fn shards_setting() -> usize {
 }
 
 fn main() {
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench_mode { 5 } else { 1 });
-    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench_mode { 1.0 } else { 0.01 });
-    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
-    assert!(reps >= 1, "BENCH_REPS must be at least 1");
-    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+    let common::Settings {
+        reps, scale, only, ..
+    } = common::settings();
     let shards = shards_setting();
     let trips =
         env_parse("BENCH_ROUND_TRIPS").unwrap_or(((ROUND_TRIPS as f64 * scale) as usize).max(1));

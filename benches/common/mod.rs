@@ -88,6 +88,30 @@ pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
     )
 }
 
+/// The settings every benchmark reads: whether it runs as a benchmark (`--bench`) or as the
+/// smoke test `cargo test --all-targets` makes of it, `BENCH_REPS` (default 5, or 1 in a
+/// smoke test), `BENCH_SCALE` (default 1, or 0.01) and `BENCH_ONLY` (unset: everything).
+pub struct Settings {
+    pub bench_mode: bool,
+    pub reps: usize,
+    pub scale: f64,
+    pub only: Option<String>,
+}
+
+pub fn settings() -> Settings {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let reps: usize = env_parse("BENCH_REPS").unwrap_or(if bench_mode { 5 } else { 1 });
+    let scale: f64 = env_parse("BENCH_SCALE").unwrap_or(if bench_mode { 1.0 } else { 0.01 });
+    assert!(reps >= 1, "BENCH_REPS must be at least 1");
+    assert!(scale > 0.0, "BENCH_SCALE must be positive");
+    Settings {
+        bench_mode,
+        reps,
+        scale,
+        only: std::env::var("BENCH_ONLY").ok(),
+    }
+}
+
 /// Median of the values that are not NaN (a run that could not measure); NaN if none.
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
