@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Each repetition runs every column once, alternating (ringloop, Python, ...); the table
-//! shows medians of 5 repetitions (`BENCH_REPS=n`; 1 when not run by `cargo bench`). Python's figures are timed inside its own process
+//! shows medians of 5 repetitions (`BENCH_REPS=n`; 1 when not run by `cargo bench`).
+//! Python's figures are timed inside its own process
 //! (`benches/process_pool.py`), so its interpreter start-up is not counted.
 //!
 //! - `submit 10k tiny jobs`: 4 workers, already started; 10,000 jobs (`sum(range(100))`)
