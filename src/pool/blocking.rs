@@ -131,7 +131,7 @@ impl Handle {
                 let future = match catch_unwind(AssertUnwindSafe(make)) {
                     Ok(future) => future,
                     Err(p) => {
-                        Shared::complete(&shared, Err(PoolError::Panicked(panic_message(&*p))));
+                        Shared::settle(&shared, Err(PoolError::Panicked(panic_message(&*p))));
                         return;
                     }
                 };
@@ -208,7 +208,7 @@ pin_project_lite::pin_project! {
             let mut this = this.project();
             this.future.set(None);
             if let Some(shared) = this.shared.take() {
-                Shared::complete(&shared, Err(PoolError::Cancelled));
+                Shared::settle(&shared, Err(PoolError::Cancelled));
             }
         }
     }
@@ -236,7 +236,7 @@ impl<F: Future> Future for Reporter<F> {
             crate::callbacks::report_panic("dropping a Handle::spawn future", &*p);
         }
         if let Some(shared) = this.shared.take() {
-            Shared::complete(&shared, result);
+            Shared::settle(&shared, result);
         }
         Poll::Ready(())
     }

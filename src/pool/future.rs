@@ -261,7 +261,7 @@ impl<T> Shared<T> {
                 Some(cancel) => {
                     g.cancel_requested = true;
                     drop(g);
-                    // The work stops at its next await point; `complete` turns whatever it
+                    // The work stops at its next await point; `settle` turns whatever it
                     // reports into Cancelled.
                     cancel();
                     true
@@ -289,26 +289,16 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Stores the job's result and notifies everyone waiting for it.
-    pub(crate) fn complete(this: &Arc<Self>, result: Result<T, PoolError>) {
-        let g = lock(&this.inner);
-        // Decided under the same lock as `cancel`: a true `cancel()` means Cancelled even if
-        // the work finished in the same instant.
-        let result = if g.cancel_requested {
-            Err(PoolError::Cancelled)
-        } else {
-            result
-        };
-        Self::finish(this, g, result);
-    }
-
-    /// Stores `result` unless the future is already done (cancelled while pending, or
-    /// settled before); `false` (and `result` is dropped) if it was.
+    /// Stores the result (of a job, or from a `Completer`) and notifies everyone waiting for
+    /// it, unless the future is already done (cancelled while pending, or settled before):
+    /// then `false`, and `result` is dropped.
     pub(crate) fn settle(this: &Arc<Self>, result: Result<T, PoolError>) -> bool {
         let g = lock(&this.inner);
         if outcome_of(&g.state).is_some() {
             return false;
         }
+        // Decided under the same lock as `cancel`: a true `cancel()` means Cancelled even if
+        // the work finished in the same instant.
         let result = if g.cancel_requested {
             Err(PoolError::Cancelled)
         } else {

@@ -52,7 +52,7 @@ where
         let f = f.expect("ringloop: a queued job runs at most once");
         let result = catch_unwind(AssertUnwindSafe(f))
             .map_err(|payload| PoolError::Panicked(panic_message(&*payload)));
-        Shared::complete(&shared, result);
+        Shared::settle(&shared, result);
     }
 
     fn abandon(self: Arc<Self>, err: PoolError) {
