@@ -30,7 +30,7 @@ impl<T, B> From<BufResult<T, B>> for (std::io::Result<T>, B) {
     }
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
 }
 

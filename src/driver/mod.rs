@@ -24,6 +24,7 @@ pub(crate) mod accept;
 pub(crate) mod blocking;
 mod epoll;
 pub(crate) mod fd;
+pub(crate) mod lent;
 pub(crate) mod notify;
 pub(crate) mod op;
 #[cfg(test)]
@@ -78,6 +79,11 @@ pub(crate) struct DriverConfig {
     pub(crate) entries: u32,
     /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
     pub(crate) sqpoll_idle_ms: Option<u32>,
+    /// Buffers of the provided buffer ring (a power of two; 0: no ring, lent buffers come from
+    /// the heap).
+    pub(crate) recv_buffers: u16,
+    /// The size of each lent buffer.
+    pub(crate) recv_buffer_size: u32,
 }
 
 impl Default for DriverConfig {
@@ -86,6 +92,8 @@ impl Default for DriverConfig {
             kind: DriverKind::Auto,
             entries: 256,
             sqpoll_idle_ms: None,
+            recv_buffers: 256,
+            recv_buffer_size: 4096,
         }
     }
 }
@@ -171,11 +179,14 @@ struct Entry {
     timed: bool,
 }
 
-/// One completion of a multishot operation: the raw result and whether more will come.
-#[derive(Debug, Clone, Copy)]
+/// One completion of a multishot operation: the raw result, whether more will come, and the
+/// provided buffer the kernel filled, if it picked one (owned from the reap on, so a buffer
+/// whose completion nobody takes still goes back to the ring).
+#[derive(Debug)]
 pub(crate) struct MultishotEvent {
     pub(crate) result: i32,
     pub(crate) more: bool,
+    pub(crate) buf: Option<lent::LentBuf>,
 }
 
 /// Receives each completion of a multishot operation.
@@ -385,6 +396,9 @@ pub(crate) struct Driver {
     local: Vec<(usize, i32)>,
     /// Multishot cancellations asked for while the driver was borrowed.
     deferred: DeferredCancels,
+    /// The heap-only buffer pool of lent reads on epoll (io_uring's lives in its backend).
+    heap_pool: Option<Rc<lent::BufPool>>,
+    config: DriverConfig,
 }
 
 /// Shared ownership of the loop's driver; operations keep one so they can cancel on drop.
@@ -467,6 +481,8 @@ impl Driver {
             blocking: blocking::Pool::new(notifier),
             local: Vec::new(),
             deferred: DeferredCancels::default(),
+            heap_pool: None,
+            config: *config,
         })
     }
 
@@ -619,6 +635,33 @@ impl Driver {
     ) -> Option<io::Result<usize>> {
         match &mut self.backend {
             Backend::Uring(ring) => ring.accept_multishot(&mut self.table, fd, handler),
+            Backend::Epoll(_) => None,
+        }
+    }
+
+    /// The loop's pool of lent buffers (made on first use: on io_uring with multishot
+    /// receive, a provided buffer ring; else heap buffers).
+    pub(crate) fn buf_pool(&mut self) -> Rc<lent::BufPool> {
+        let config = self.config;
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.buf_pool(&config),
+            Backend::Epoll(_) => Rc::clone(self.heap_pool.get_or_insert_with(|| {
+                Rc::new(lent::BufPool::new(None, config.recv_buffer_size as usize))
+            })),
+        }
+    }
+
+    /// Starts a multishot receive on the stream socket `fd` into the loop's provided buffer
+    /// ring, whose every completion goes to `handler`; returns its key, or `None` where there
+    /// is none (epoll, a kernel before 6.0, no ring, or the ring is empty): the caller then
+    /// reads into a heap buffer.
+    pub(crate) fn recv_multishot(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        handler: MultishotHandler,
+    ) -> Option<io::Result<usize>> {
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.recv_multishot(&mut self.table, fd, handler),
             Backend::Epoll(_) => None,
         }
     }

@@ -99,6 +99,45 @@ macro_rules! stream_methods {
             self.inner.read(buf).await
         }
 
+        /// Reads the next bytes of the stream into a buffer the loop lends, instead of one
+        /// the caller hands in: for servers that read from many connections, since a
+        /// connection waiting for data holds no buffer. An empty buffer means end of stream.
+        /// Dropping the [`LentBuf`]($crate::io::LentBuf) gives the buffer back; it can be
+        /// written out as it is.
+        ///
+        /// On io_uring (Linux 6.0+), the first call arms one multishot receive into the
+        /// loop's provided buffer ring, which stays armed while the stream lives: the kernel
+        /// picks a buffer only when bytes arrive, and later reads take what it filled with no
+        /// submission. Elsewhere, and while every ring buffer is lent, each call is one
+        /// receive into a heap buffer kept for reuse. See
+        /// [`Builder::recv_buffers`]($crate::Builder::recv_buffers).
+        ///
+        /// Cancel-safe and lossless: bytes that arrive after the future is dropped are
+        /// returned by the next read (lent or not). [`read`](Self::read) keeps working on
+        /// the same stream, copying from the lent buffers first.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ringloop::net::{TcpListener, TcpStream};
+        ///
+        /// ringloop::run(async {
+        ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ///     let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        ///     let (server, _) = listener.accept().await.unwrap();
+        ///     client.write_all(b"ping".to_vec()).await.0.unwrap();
+        ///     // Echo: the lent buffer goes back out as it is.
+        ///     let buf = server.read_lent().await.unwrap();
+        ///     assert_eq!(&buf[..], b"ping");
+        ///     server.write_all(buf).await.0.unwrap();
+        ///     let echoed = client.read(Vec::with_capacity(8)).await.1;
+        ///     assert_eq!(echoed, b"ping");
+        /// });
+        /// ```
+        pub async fn read_lent(&self) -> std::io::Result<$crate::io::LentBuf> {
+            self.inner.read_lent().await
+        }
+
         /// Like [`read`](Self::read), with a deadline carried by the kernel (a linked
         /// timeout): if no byte arrived within `timeout`, the read fails with
         /// `ErrorKind::TimedOut` and consumed nothing, so the next read sees every byte.

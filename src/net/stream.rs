@@ -13,17 +13,36 @@
 //! At most one receive per stream is in flight: a read waits for the previous one to finish
 //! (an orphaned one included) before it looks at `leftover` and submits, so bytes are never
 //! reordered between two receives in flight.
+//!
+//! # Lent reads
+//!
+//! [`Stream::read_lent`] returns a [`LentBuf`] the loop picked. On io_uring with multishot
+//! receive, the first lent read arms one multishot receive into the loop's provided buffer
+//! ring, which stays armed while the stream lives: each completion's buffer is queued in
+//! `ReadState::lent`, and reads take from that queue. A dropped read therefore loses nothing
+//! (the bytes were never the read's), and no buffer leaves the ring for good: a queued one is
+//! returned when it is taken and dropped, or when the stream goes. The request is paused
+//! (cancelled; the next lent read re-arms it) once [`LENT_AHEAD`] buffers wait unread, so a
+//! stream whose reader is busy cannot take the whole ring. When the ring is empty the kernel
+//! ends the request with `ENOBUFS`; the next read re-arms it if buffers have come back, and
+//! otherwise does one plain receive into a heap buffer, so a reader never waits for another
+//! stream to give buffers back. Plain `read(buf)` keeps working alongside: it copies from the
+//! queue first and never submits its own receive while the multishot one is armed. Order is
+//! kept because at most one of (a plain receive, the multishot receive) is in flight, and
+//! `leftover` (from plain reads) is never filled while `lent` holds bytes.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::socket::Socket;
+use crate::driver::lent::LentBuf;
 use crate::driver::op::net as op;
 use crate::driver::op::{Op, OpCode};
 use crate::io::{BufResult, IoBuf, IoBufMut};
@@ -51,6 +70,33 @@ pub(crate) struct ReadState {
     waiters: Vec<Waker>,
     /// Cancelled reads whose data was kept.
     rescued: u64,
+    /// Buffers the multishot receive filled, not yet read (see "Lent reads").
+    lent: VecDeque<LentBuf>,
+    /// The multishot receive, while armed.
+    multishot: Option<Multishot>,
+}
+
+/// An armed multishot receive.
+#[derive(Debug)]
+struct Multishot {
+    cancel: crate::driver::MultishotCancel,
+    /// A cancellation (a pause, or the stream going away) was asked for.
+    cancelling: bool,
+}
+
+/// Buffers the multishot receive of one stream may fill ahead of its reads before it is
+/// paused.
+pub(crate) const LENT_AHEAD: usize = 8;
+
+impl Drop for Multishot {
+    fn drop(&mut self) {
+        // The stream is gone (or the request ended, which set `cancelling`): end the
+        // multishot receive, whose handler keeps the descriptor open until the last
+        // completion. Queued buffers go back with `ReadState::lent`.
+        if !self.cancelling {
+            self.cancel.cancel();
+        }
+    }
 }
 
 impl ReadState {
@@ -136,10 +182,14 @@ impl ReadState {
         }
     }
 
-    /// Waits until no read of the stream is in flight (the caller then reads next).
+    /// Waits until no plain receive of the stream is in flight, and the multishot receive (if
+    /// armed) has queued something or ended: the caller then takes what is buffered, or
+    /// submits a plain receive.
     pub(crate) fn poll_turn(state: &RefCell<ReadState>, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = state.borrow_mut();
-        if !s.in_flight {
+        let multishot_pending =
+            s.multishot.is_some() && s.lent.is_empty() && !s.eof && s.error.is_none();
+        if !s.in_flight && !multishot_pending {
             return Poll::Ready(());
         }
         if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -169,12 +219,61 @@ impl ReadState {
             s.leftover.drain(..n);
             return Some(Ok(n));
         }
+        if let Some(front) = s.lent.front_mut() {
+            let n = front.len().min(buf.bytes_total());
+            // SAFETY: dst is valid for bytes_total >= n bytes and does not overlap the lent
+            // buffer, which holds at least n bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(front.as_ptr(), buf.stable_mut_ptr(), n);
+                buf.set_init(n);
+            }
+            front.consume(n);
+            if front.is_empty() {
+                s.lent.pop_front();
+            }
+            return Some(Ok(n));
+        }
         if std::mem::take(&mut s.eof) {
             // SAFETY: zero bytes are trivially initialized.
             unsafe { buf.set_init(0) };
             return Some(Ok(0));
         }
         s.error.take().map(Err)
+    }
+
+    /// One completion of the multishot receive.
+    fn on_multishot(state: &RefCell<ReadState>, event: crate::driver::MultishotEvent) {
+        let waiters = {
+            let mut s = state.borrow_mut();
+            match event.result {
+                n if n > 0 => {
+                    let buf = event
+                        .buf
+                        .expect("ringloop: a multishot receive without a buffer");
+                    s.lent.push_back(buf);
+                }
+                0 => s.eof = true,
+                // The ring ran dry, or the request was paused or cancelled: the next read
+                // re-arms it (or reads into a heap buffer).
+                e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {}
+                e => s.error = Some(io::Error::from_raw_os_error(-e)),
+            }
+            if !event.more {
+                if let Some(mut m) = s.multishot.take() {
+                    m.cancelling = true;
+                }
+            } else if s.lent.len() >= LENT_AHEAD
+                && let Some(m) = &mut s.multishot
+                && !m.cancelling
+            {
+                m.cancelling = true;
+                m.cancel.cancel();
+            }
+            std::mem::take(&mut s.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
     }
 }
 
@@ -219,12 +318,18 @@ impl Stream {
     /// Waits until no receive is in flight (a cancelled one's bytes are then kept), and takes
     /// the stream apart for a move to another loop.
     pub(crate) async fn into_moved(self) -> io::Result<Moved> {
+        self.stop_multishot().await;
         poll_fn(|cx| self.poll_turn(cx)).await;
         crate::driver::current()
             .borrow_mut()
             .forget_fd(self.sock.fd());
         let Stream { sock, reads } = self;
         let mut reads = reads.borrow_mut();
+        // Lent buffers belong to this loop: their bytes travel as leftover bytes.
+        let lent = std::mem::take(&mut reads.lent);
+        for buf in lent {
+            reads.leftover.extend(buf.iter());
+        }
         Ok(Moved {
             fd: sock.try_into_fd()?,
             leftover: std::mem::take(&mut reads.leftover),
@@ -258,6 +363,101 @@ impl Stream {
         ReadState::poll_turn(&self.reads, cx)
     }
 
+    /// Ends the multishot receive, if armed, and waits for its last completion (whose bytes
+    /// stay queued).
+    async fn stop_multishot(&self) {
+        poll_fn(|cx| {
+            let mut s = self.reads.borrow_mut();
+            let Some(m) = &mut s.multishot else {
+                return Poll::Ready(());
+            };
+            if !m.cancelling {
+                m.cancelling = true;
+                m.cancel.cancel();
+            }
+            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                s.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Reads the next bytes of the stream into a buffer the loop picks (see the module's
+    /// "Lent reads"); an empty buffer means end of stream.
+    pub(crate) async fn read_lent(&self) -> io::Result<LentBuf> {
+        let pool = crate::driver::current().borrow_mut().buf_pool();
+        let fallback = poll_fn(|cx| {
+            let mut s = self.reads.borrow_mut();
+            if s.in_flight {
+                // A plain receive (perhaps a cancelled one) goes first.
+                if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.waiters.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            if !s.leftover.is_empty() {
+                let mut buf = pool.heap_buf();
+                let n = s.leftover.len().min(pool.buf_size());
+                buf.extend(s.leftover.drain(..n));
+                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(&pool), buf))));
+            }
+            if let Some(buf) = s.lent.pop_front() {
+                return Poll::Ready(Ok(Some(buf)));
+            }
+            if std::mem::take(&mut s.eof) {
+                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(&pool), Vec::new()))));
+            }
+            if let Some(e) = s.error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if s.multishot.is_none() {
+                let state = Rc::downgrade(&self.reads);
+                // The handler keeps the descriptor open until the request's last completion,
+                // so its number is not reused under it.
+                let fd = std::sync::Arc::clone(self.sock.fd());
+                let handler: crate::driver::MultishotHandler =
+                    Rc::new(move |event: crate::driver::MultishotEvent| {
+                        let _fd = &fd;
+                        if let Some(state) = state.upgrade() {
+                            ReadState::on_multishot(&state, event);
+                        }
+                        // Else the stream is gone; dropping the event returns its buffer.
+                    });
+                let driver = crate::driver::current();
+                let armed = driver
+                    .borrow_mut()
+                    .recv_multishot(self.sock.fd().as_raw_fd(), Rc::clone(&handler));
+                match armed {
+                    // No ring here, or every buffer is lent: read into a heap buffer.
+                    None => return Poll::Ready(Ok(None)),
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    Some(Ok(key)) => {
+                        s.multishot = Some(Multishot {
+                            cancel: crate::driver::MultishotCancel::new(driver, key, &handler),
+                            cancelling: false,
+                        });
+                    }
+                }
+            }
+            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                s.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await?;
+        if let Some(buf) = fallback {
+            return Ok(buf);
+        }
+        let fd = self.sock.fd();
+        let BufResult(r, buf) = ReadState::read(&self.reads, pool.heap_buf(), None, |buf| {
+            op::Recv::stream(fd, buf)
+        })
+        .await;
+        let buf = LentBuf::heap(pool, buf);
+        r.map(|_| buf)
+    }
+
     #[cfg(feature = "hyper")]
     /// What cancelled reads left behind, for a poll-level read: at most `max` bytes handed to
     /// `out`, then their EOF or error.
@@ -275,6 +475,15 @@ impl Stream {
             out(&b[..from_b]);
             s.leftover.drain(..from_a + from_b);
             return Some(Ok(from_a + from_b));
+        }
+        if let Some(front) = s.lent.front_mut() {
+            let n = front.len().min(max);
+            out(&front[..n]);
+            front.consume(n);
+            if front.is_empty() {
+                s.lent.pop_front();
+            }
+            return Some(Ok(n));
         }
         if std::mem::take(&mut s.eof) {
             return Some(Ok(0));

@@ -56,6 +56,39 @@ impl Builder {
         self
     }
 
+    /// The buffers lent by [`read_lent`](crate::net::TcpStream::read_lent): `count` buffers of
+    /// `size` bytes in the loop's provided buffer ring (default 256 of 4 KiB; the memory is
+    /// mapped on the first lent read, and pages become resident as the kernel fills them).
+    /// `count` must be a power of two of at most 32768; 0 turns the ring off, and lent reads
+    /// then use heap buffers of `size` bytes, as on epoll. Ignored by the epoll driver except
+    /// for `size`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = ringloop::Runtime::builder().recv_buffers(1024, 16 * 1024).build()?;
+    /// # drop(rt);
+    /// # std::io::Result::Ok(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `count` is not 0 or a power of two of at most 32768, or `size` is 0 or does not fit
+    /// in a `u32`.
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Builder {
+        assert!(
+            count == 0 || (count.is_power_of_two() && count <= 1 << 15),
+            "ringloop: recv_buffers count must be 0 or a power of two of at most 32768, not {count}"
+        );
+        assert!(
+            size > 0 && u32::try_from(size).is_ok(),
+            "ringloop: recv_buffers size must be between 1 and u32::MAX bytes, not {size}"
+        );
+        self.driver.recv_buffers = count;
+        self.driver.recv_buffer_size = size as u32;
+        self
+    }
+
     /// Maximum number of threads of the runtime's blocking pool (`spawn_blocking`); default
     /// min(32, CPUs + 4), as Python's ThreadPoolExecutor.
     pub fn blocking_threads(mut self, n: usize) -> Builder {

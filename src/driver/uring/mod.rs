@@ -3,14 +3,17 @@
 //! deadline (`IORING_ENTER_EXT_ARG`), linked timeouts, `ASYNC_CANCEL`, multishot accept, and
 //! the eventfd read that lets other threads end a park.
 
+pub(crate) mod buf_ring;
 mod probe;
 
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use super::lent::{BufPool, LentBuf};
 use super::op::SendAll;
 use super::{
     DriverConfig, Entry, Lifecycle, MultishotEvent, MultishotHandler, Notifier, TIMED_OUT, Table,
@@ -41,7 +44,13 @@ pub(crate) struct Uring {
     timespecs: Vec<Option<Box<types::Timespec>>>,
     /// Sends to complete in full (`OpCode::send_all`), by key, with the bytes sent so far.
     send_all: Vec<Option<(SendAll, usize)>>,
+    /// The pool of lent buffers, with the provided buffer ring, once a lent read asked for it.
+    /// Declared after `ring`, so the io_uring is closed before the pool can be freed.
+    pool: Option<Rc<BufPool>>,
 }
+
+/// The buffer group id of the loop's provided buffer ring.
+const BUF_GROUP: u16 = 0;
 
 /// A timespec for the kernel, which reads a signed `tv_sec`: clamped so that `Duration::MAX`
 /// means "never", not -1 (which it refuses).
@@ -62,6 +71,7 @@ impl Uring {
             notify_armed: false,
             timespecs: Vec::new(),
             send_all: Vec::new(),
+            pool: None,
         })
     }
 
@@ -147,6 +157,47 @@ impl Uring {
             .build();
         let key = table.insert(Lifecycle::Multishot(handler), Via::Ring, false);
         // SAFETY: a multishot accept carries no pointer.
+        if let Err(e) = unsafe { self.push(table, sqe.user_data(key as u64)) } {
+            table.ops.remove(key);
+            return Some(Err(e));
+        }
+        Some(Ok(key))
+    }
+
+    /// The loop's pool of lent buffers, made on first use: with a provided buffer ring of
+    /// `config.recv_buffers` buffers where the kernel has multishot receive (6.0) and the ring
+    /// registers, else heap buffers only.
+    pub(crate) fn buf_pool(&mut self, config: &super::DriverConfig) -> Rc<BufPool> {
+        let size = config.recv_buffer_size;
+        let features = &self.features;
+        let ring = &self.ring;
+        Rc::clone(self.pool.get_or_insert_with(|| {
+            let bufs = (features.multishot_recv && config.recv_buffers > 0)
+                .then(|| {
+                    buf_ring::BufRing::new(&ring.submitter(), BUF_GROUP, config.recv_buffers, size)
+                })
+                // A refusal (no memory to pin, an old kernel) leaves the heap buffers.
+                .and_then(Result::ok);
+            Rc::new(BufPool::new(bufs, size as usize))
+        }))
+    }
+
+    /// Starts a multishot receive on `fd` into the provided buffer ring (see
+    /// `Driver::recv_multishot`); `None` without a ring, or while every buffer is lent.
+    pub(crate) fn recv_multishot(
+        &mut self,
+        table: &mut Table,
+        fd: RawFd,
+        handler: MultishotHandler,
+    ) -> Option<io::Result<usize>> {
+        let bufs = self.pool.as_ref()?.ring()?;
+        if bufs.free() == 0 {
+            return None;
+        }
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufs.bgid()).build();
+        let key = table.insert(Lifecycle::Multishot(handler), Via::Ring, false);
+        // SAFETY: the SQE names no memory of ours but the buffer ring, which lives until the
+        // io_uring is closed (`pool` is dropped after `ring`).
         if let Err(e) = unsafe { self.push(table, sqe.user_data(key as u64)) } {
             table.ops.remove(key);
             return Some(Err(e));
@@ -328,9 +379,16 @@ impl Uring {
                     CANCEL_USER_DATA | LINK_TIMEOUT_USER_DATA => {}
                     key => {
                         let key = key as usize;
+                        // A buffer the kernel picked is ours from here on, whoever takes it.
+                        let buf = cqueue::buffer_select(cqe.flags()).map(|bid| {
+                            let pool = self.pool.as_ref().expect("a provided buffer, no ring");
+                            let len = cqe.result().max(0) as u32;
+                            LentBuf::ring(Rc::clone(pool), bid, len)
+                        });
                         let event = MultishotEvent {
                             result: cqe.result(),
                             more: cqueue::more(cqe.flags()),
+                            buf,
                         };
                         if let Some(Entry {
                             life: Lifecycle::Multishot(_),
@@ -413,6 +471,9 @@ impl Drop for Uring {
         // Timespecs of linked timeouts whose operation never completed: leaked likewise.
         if self.timespecs.iter().any(Option::is_some) {
             std::mem::forget(std::mem::take(&mut self.timespecs));
+            // An operation was left in flight (the driver's drain ran out of time): a
+            // multishot receive among them could still fill a ring buffer.
+            std::mem::forget(self.pool.take());
         }
     }
 }

@@ -16,6 +16,9 @@ pub(crate) struct Features {
     /// Multishot accept (Linux 5.19). It is a flag of `IORING_OP_ACCEPT`, which a probe cannot
     /// see, so it is read off `IORING_OP_SOCKET`, which arrived in the same release.
     pub(crate) multishot_accept: bool,
+    /// Multishot receive into provided buffers (Linux 6.0), likewise read off
+    /// `IORING_OP_SEND_ZC`, from the same release.
+    pub(crate) multishot_recv: bool,
 }
 
 impl Features {
@@ -44,6 +47,7 @@ impl Features {
         Ok(Features {
             opcodes,
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
+            multishot_recv: probe.is_supported(opcode::SendZc::CODE),
         })
     }
 }
@@ -52,6 +56,7 @@ impl std::fmt::Debug for Features {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Features")
             .field("multishot_accept", &self.multishot_accept)
+            .field("multishot_recv", &self.multishot_recv)
             .finish_non_exhaustive()
     }
 }

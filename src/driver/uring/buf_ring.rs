@@ -1,0 +1,183 @@
+//! A provided buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19): buffers the kernel picks
+//! at completion time for multishot receives, so a connection waiting for data holds none.
+//!
+//! Two anonymous mappings: the ring of `io_uring_buf` descriptors (registered with the kernel,
+//! which reads them from its head; we write them at our tail) and the buffers themselves,
+//! `count` of `size` bytes each. Buffer `bid` lives at `bufs + bid * size` for the life of the
+//! mapping. A buffer is either *in the ring* (the kernel may fill it), or *lent*: the kernel
+//! handed it out in a CQE (`IORING_CQE_F_BUFFER`) and it belongs to one `LentBuf` (or to the
+//! completion being handled) until [`BufRing::recycle`] puts it back at the tail.
+//!
+//! Only the loop thread touches the ring (the `Cell`s make it `!Sync`). Both mappings are
+//! unmapped, never handed back to the allocator, so a late kernel write after a leaked
+//! operation could not land in memory reused for something else.
+
+use std::cell::Cell;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).expect("mmap returned a null mapping");
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `Mapping::new` with this length and is unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The buffer ring of one loop's io_uring. See the module docs.
+pub(crate) struct BufRing {
+    ring: Mapping,
+    bufs: Mapping,
+    /// Buffer group id: the ring's name in SQEs.
+    bgid: u16,
+    count: u16,
+    size: u32,
+    /// Our copy of the tail (the kernel reads the shared one).
+    tail: Cell<u16>,
+    /// Buffers in the ring (not lent).
+    free: Cell<u32>,
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing")
+            .field("count", &self.count)
+            .field("size", &self.size)
+            .field("free", &self.free.get())
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Maps `count` buffers of `size` bytes (`count` a power of two, at most 32768), puts all
+    /// of them in the ring, and registers it as group `bgid` with `submitter`'s ring.
+    pub(crate) fn new(
+        submitter: &io_uring::Submitter<'_>,
+        bgid: u16,
+        count: u16,
+        size: u32,
+    ) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && count <= 1 << 15 && size > 0);
+        let ring = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
+        let bufs = Mapping::new(usize::from(count) * size as usize)?;
+        let this = BufRing {
+            ring,
+            bufs,
+            bgid,
+            count,
+            size,
+            tail: Cell::new(0),
+            free: Cell::new(0),
+        };
+        for bid in 0..count {
+            this.recycle(bid);
+        }
+        // SAFETY: the descriptor ring is a page-aligned mapping of `count` entries that lives
+        // as long as this value, which the driver keeps until the io_uring itself is closed
+        // (the buffers pointed to live as long).
+        unsafe {
+            submitter.register_buf_ring_with_flags(
+                this.ring.ptr.as_ptr() as u64,
+                count,
+                bgid,
+                0,
+            )?;
+        }
+        Ok(this)
+    }
+
+    /// The group id to put in SQEs.
+    pub(crate) fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    /// The size of every buffer.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// Buffers in the ring, ready for the kernel to fill.
+    pub(crate) fn free(&self) -> u32 {
+        self.free.get()
+    }
+
+    /// Buffers in all.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// The kernel lent buffer `bid` (a CQE carried it).
+    pub(crate) fn lent(&self, bid: u16) {
+        debug_assert!(bid < self.count);
+        self.free.set(self.free.get() - 1);
+    }
+
+    /// The first byte of buffer `bid`.
+    pub(crate) fn buf_ptr(&self, bid: u16) -> *mut u8 {
+        assert!(bid < self.count, "ringloop: buffer id {bid} out of range");
+        // SAFETY: bid < count, so the offset stays inside the buffers' mapping.
+        unsafe {
+            self.bufs
+                .ptr
+                .as_ptr()
+                .add(usize::from(bid) * self.size as usize)
+        }
+    }
+
+    /// Puts buffer `bid` back at the ring's tail, for the kernel to fill again. The caller
+    /// gives up every pointer into the buffer.
+    pub(crate) fn recycle(&self, bid: u16) {
+        let tail = self.tail.get();
+        let slot = usize::from(tail & (self.count - 1));
+        let base = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
+        // SAFETY: `slot` < count, inside the descriptor mapping. The kernel reads only the
+        // slots between its head and the published tail, and this slot is past the tail, so
+        // nobody else reads or writes it now. The tail field shares the first slot's `resv`,
+        // which `set_addr` / `set_len` / `set_bid` leave alone.
+        unsafe {
+            let entry = &mut *base.add(slot);
+            entry.set_addr(self.buf_ptr(bid) as u64);
+            entry.set_len(self.size);
+            entry.set_bid(bid);
+        }
+        let tail = tail.wrapping_add(1);
+        self.tail.set(tail);
+        self.free.set(self.free.get() + 1);
+        // SAFETY: `BufRingEntry::tail` points at the first slot's `resv`, the ring's shared
+        // tail, a u16 the kernel reads with acquire ordering; it is aligned, inside the
+        // mapping, and written only here (by the loop thread).
+        unsafe {
+            let shared = BufRingEntry::tail(base).cast_mut();
+            AtomicU16::from_ptr(shared).store(tail, Ordering::Release);
+        }
+    }
+}
