@@ -18,6 +18,10 @@
 //!   built with `.driver(DriverKind::IoUring)`.
 //! - `ringloop epoll`: the same code on a runtime built with `.driver(DriverKind::Epoll)`
 //!   (both chosen explicitly, so `RINGLOOP_DRIVER` does not change them).
+//! - `ringloop io_uring lent` / `ringloop epoll lent`: the same, reading with `read_lent` and
+//!   writing the lent buffer back as it is (on io_uring: one multishot receive per connection
+//!   into the provided buffer ring, so a request costs one SEND submission; on epoll: heap
+//!   buffers from the loop's pool).
 //! - `tokio`: the same on tokio's current_thread runtime (`AsyncReadExt::read`,
 //!   `write_all`, a reused 4 KiB buffer).
 //! - `io_uring (floor)`: a hand-written loop against the `io-uring` crate with no
@@ -27,16 +31,29 @@
 //! Metrics: the server thread's own CPU time (user + system, `getrusage(RUSAGE_THREAD)` at its
 //! start and end) per request, in µs, and requests per second (wall time of the load). Every
 //! server runs once per repetition, alternating (io_uring, epoll, tokio, floor, io_uring, ...),
-//! and the table shows the medians and the ratio to tokio's CPU per request. Goals: ringloop on
-//! io_uring ≤ 0.9× tokio at 64 B, ≤ 1.0× at 4 KiB; on epoll ≤ 0.95× at both sizes.
+//! and the table shows the medians and the ratios to tokio's and to the floor's CPU per
+//! request. Goals: ringloop on io_uring ≤ 0.9× tokio at 64 B, ≤ 1.0× at 4 KiB; on epoll ≤ 0.95×
+//! at both sizes; with lent buffers on io_uring ≤ 0.9× the floor at both sizes and ≤ 0.8×
+//! tokio at 4 KiB.
 //!
-//! Environment: `BENCH_REPS=n` (default 5), `BENCH_SCALE=f` (multiplies the request count).
+//! Then `idle`: resident memory per idle connection. A server runs in a fresh child process
+//! (so one run's freed-but-retained heap does not hide the next one's growth); the child's main
+//! thread opens 300 connections, each sending one 64 B message and reading its echo, reads
+//! VmRSS, then does the same with 1,000 more and reads VmRSS again. Metric: the difference
+//! over 1,000, in bytes: what one more connection, served and then idle, costs (task, socket
+//! state, and the buffer it holds while waiting: 4 KiB for the plain loops, none for the lent
+//! one). The first 300 cycle through the lent buffer ring (256 buffers of 4 KiB, 1 MiB per loop,
+//! resident once used: a fixed cost of the loop, not of a connection), so the difference
+//! counts connections only. Goal: ringloop io_uring lent ≤ 0.25× tokio.
+//!
+//! Environment: `BENCH_REPS=n` (default 5), `BENCH_SCALE=f` (multiplies the request count),
+//! `BENCH_ONLY=echo` or `BENCH_ONLY=idle` (one of the two tables).
 //! Without the `--bench` flag (under `cargo test --all-targets`) it runs a smoke test: one
 //! repetition at 1% of the requests.
 
 mod common;
-use common::echo::{CONNECTIONS, echo_ringloop, echo_tokio, load};
-use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, thread_cpu};
+use common::echo::{CONNECTIONS, echo_ringloop, echo_ringloop_lent, echo_tokio, load};
+use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, rss_bytes, thread_cpu};
 use ringloop::DriverKind;
 
 use std::net::TcpListener as StdListener;
@@ -51,6 +68,8 @@ const SIZES: [usize; 2] = [64, 4096];
 enum Server {
     /// ringloop on this driver.
     Ringloop(DriverKind),
+    /// ringloop on this driver, reading with `read_lent`.
+    RingloopLent(DriverKind),
     Tokio,
     /// The bare io_uring loop.
     Floor,
@@ -60,18 +79,22 @@ impl Server {
     fn name(self) -> String {
         match self {
             Server::Ringloop(kind) => format!("ringloop {}", driver_name(kind)),
+            Server::RingloopLent(kind) => format!("ringloop {} lent", driver_name(kind)),
             Server::Tokio => "tokio".to_string(),
             Server::Floor => "io_uring (floor)".to_string(),
         }
     }
 
-    /// The goal for CPU per request, as a ratio to tokio's, at message size `size`.
-    fn goal(self, size: usize) -> Option<f64> {
+    /// The goals for CPU per request at message size `size`, as ratios to tokio's and to the
+    /// floor's.
+    fn goal(self, size: usize) -> (Option<f64>, Option<f64>) {
         match self {
-            Server::Ringloop(DriverKind::IoUring) if size == 64 => Some(0.9),
-            Server::Ringloop(DriverKind::IoUring) => Some(1.0),
-            Server::Ringloop(_) => Some(0.95),
-            Server::Tokio | Server::Floor => None,
+            Server::Ringloop(DriverKind::IoUring) if size == 64 => (Some(0.9), None),
+            Server::Ringloop(DriverKind::IoUring) => (Some(1.0), None),
+            Server::Ringloop(_) => (Some(0.95), None),
+            Server::RingloopLent(DriverKind::IoUring) if size == 64 => (None, Some(0.9)),
+            Server::RingloopLent(DriverKind::IoUring) => (Some(0.8), Some(0.9)),
+            Server::RingloopLent(_) | Server::Tokio | Server::Floor => (None, None),
         }
     }
 }
@@ -80,7 +103,7 @@ impl Server {
 // Servers: each serves CONNECTIONS connections until all close, and returns its CPU time.
 // ---------------------------------------------------------------------------------------------
 
-fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
+fn serve_ringloop(listener: StdListener, kind: DriverKind, lent: bool) -> Duration {
     let rt = ringloop_rt_on(kind);
     let start = thread_cpu();
     rt.block_on(async move {
@@ -88,7 +111,11 @@ fn serve_ringloop(listener: StdListener, kind: DriverKind) -> Duration {
         let mut tasks = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
             let (stream, _) = listener.accept().await.unwrap();
-            tasks.push(ringloop::spawn(echo_ringloop(stream)));
+            tasks.push(if lent {
+                ringloop::spawn(async move { echo_ringloop_lent(stream).await })
+            } else {
+                ringloop::spawn(async move { echo_ringloop(stream).await })
+            });
         }
         for t in tasks {
             t.await.unwrap();
@@ -256,7 +283,8 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
     let server_thread = std::thread::spawn(move || {
         pin_to(0);
         let cpu = match server {
-            Server::Ringloop(kind) => serve_ringloop(listener, kind),
+            Server::Ringloop(kind) => serve_ringloop(listener, kind, false),
+            Server::RingloopLent(kind) => serve_ringloop(listener, kind, true),
             Server::Tokio => serve_tokio(listener),
             Server::Floor => serve_io_uring(listener),
         };
@@ -272,31 +300,172 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// idle: memory per idle connection, each server in a child process
+// ---------------------------------------------------------------------------------------------
+
+/// Connections opened before the first reading, and then between the two readings.
+const IDLE_WARM: usize = 300;
+const IDLE_MEASURED: usize = 1000;
+
+/// Opens `n` connections to `addr`, each sending 64 B and reading the echo; keeps them open.
+fn open_idle(addr: std::net::SocketAddr, n: usize, keep: &mut Vec<std::net::TcpStream>) {
+    use std::io::{Read, Write};
+    for _ in 0..n {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(&[7; 64]).unwrap();
+        c.read_exact(&mut [0; 64]).unwrap();
+        keep.push(c);
+    }
+}
+
+/// The child's side of `idle`: serves on a thread, measures from the main thread, prints the
+/// bytes per idle connection.
+fn idle_child(server: &str) {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let total = IDLE_WARM + IDLE_MEASURED;
+    let server = server.to_string();
+    std::thread::spawn(move || match server.as_str() {
+        "tokio" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    tokio::spawn(echo_tokio(stream));
+                }
+            });
+        }
+        name => {
+            let (kind, lent) = match name {
+                "io_uring" => (DriverKind::IoUring, false),
+                "io_uring lent" => (DriverKind::IoUring, true),
+                "epoll" => (DriverKind::Epoll, false),
+                "epoll lent" => (DriverKind::Epoll, true),
+                other => panic!("unknown idle server {other:?}"),
+            };
+            ringloop_rt_on(kind).block_on(async move {
+                let listener = ringloop::net::TcpListener::from(listener);
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    if lent {
+                        ringloop::spawn(echo_ringloop_lent(stream)).detach();
+                    } else {
+                        ringloop::spawn(echo_ringloop(stream)).detach();
+                    }
+                }
+            });
+        }
+    });
+    let mut keep = Vec::with_capacity(total);
+    open_idle(addr, IDLE_WARM, &mut keep);
+    let before = rss_bytes();
+    open_idle(addr, IDLE_MEASURED, &mut keep);
+    let after = rss_bytes();
+    println!(
+        "{}",
+        after.saturating_sub(before) as f64 / IDLE_MEASURED as f64
+    );
+}
+
+/// Runs `idle` for `server` in a fresh copy of this executable; bytes per idle connection.
+fn idle_in_child(server: &str) -> f64 {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .env("BENCH_CHILD", format!("idle:{server}"))
+        .output()
+        .expect("spawn the idle child");
+    assert!(
+        out.status.success(),
+        "idle child for {server} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("idle child for {server} printed {stdout:?}"))
+}
+
+fn idle_table(reps: usize) {
+    const SERVERS: [&str; 5] = ["io_uring lent", "io_uring", "epoll lent", "epoll", "tokio"];
+    let mut bytes = vec![Vec::new(); SERVERS.len()];
+    for rep in 0..reps {
+        for (i, server) in SERVERS.iter().enumerate() {
+            let b = idle_in_child(server);
+            eprintln!(
+                "idle, ringloop/tokio {server}, rep {}: {b:.0} B/connection",
+                rep + 1
+            );
+            bytes[i].push(b);
+        }
+    }
+    let bytes: Vec<f64> = bytes.iter().map(|v| median(v)).collect();
+    let tokio = bytes[SERVERS.len() - 1];
+    println!();
+    println!(
+        "Idle connections: resident memory per connection ({IDLE_MEASURED} connections after \
+         {IDLE_WARM}, each served once), median of {reps}"
+    );
+    println!(
+        "{:<22} {:>14} {:>10} {:>9}",
+        "server", "B/connection", "vs tokio", "goal"
+    );
+    for (i, server) in SERVERS.iter().enumerate() {
+        let name = if *server == "tokio" {
+            "tokio".to_string()
+        } else {
+            format!("ringloop {server}")
+        };
+        let ratio = bytes[i] / tokio;
+        let goal = match *server {
+            "io_uring lent" if ratio <= 0.25 => "≤0.25 ok",
+            "io_uring lent" => "≤0.25 MISS",
+            _ => "",
+        };
+        println!("{name:<22} {:>14.0} {ratio:>9.2}x {goal:>9}", bytes[i]);
+    }
+}
+
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let reps: usize = if bench {
-        std::env::var("BENCH_REPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5)
-    } else {
-        1
+    if let Ok(child) = std::env::var("BENCH_CHILD")
+        && let Some(server) = child.strip_prefix("idle:")
+    {
+        idle_child(server);
+        return;
+    }
+    let settings = common::settings();
+    let (reps, scale) = (settings.reps, settings.scale);
+    let wants = |what: &str| {
+        settings
+            .only
+            .as_ref()
+            .is_none_or(|v| v.split(',').any(|w| w.trim() == what))
     };
-    let scale: f64 = if bench {
-        std::env::var("BENCH_SCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1.0)
-    } else {
-        0.01
-    };
+    if wants("echo") {
+        echo_table(reps, scale);
+    }
+    if wants("idle") {
+        idle_table(reps);
+    }
+}
+
+fn echo_table(reps: usize, scale: f64) {
     let requests = ((REQUESTS as f64 * scale) as usize).max(CONNECTIONS);
     let servers: Vec<Server> = DRIVERS
         .into_iter()
         .map(Server::Ringloop)
+        .chain(DRIVERS.into_iter().map(Server::RingloopLent))
         .chain([Server::Tokio, Server::Floor])
         .collect();
     let tokio = servers.iter().position(|&s| s == Server::Tokio).unwrap();
+    let floor = servers.iter().position(|&s| s == Server::Floor).unwrap();
     let mut rows = Vec::new();
     for size in SIZES {
         let mut cpu = vec![Vec::new(); servers.len()];
@@ -323,25 +492,28 @@ fn main() {
          median of {reps}"
     );
     println!(
-        "{:<10} {:<18} {:>16} {:>14} {:>16} {:>9}",
-        "message", "server", "CPU µs/request", "requests/s", "CPU vs tokio", "goal"
+        "{:<10} {:<23} {:>15} {:>11} {:>9} {:>11} {:>9} {:>11}",
+        "message", "server", "CPU µs/request", "requests/s", "vs tokio", "goal", "vs floor", "goal"
     );
+    let verdict = |goal: Option<f64>, ratio: f64| match goal {
+        Some(goal) if ratio <= goal => format!("≤{goal} ok"),
+        Some(goal) => format!("≤{goal} MISS"),
+        None => String::new(),
+    };
     for (size, cpu, rps) in rows {
         for (i, &server) in servers.iter().enumerate() {
-            let ratio = cpu[i] / cpu[tokio];
-            let verdict = match server.goal(size) {
-                Some(goal) if ratio <= goal => format!("≤{goal} ok"),
-                Some(goal) => format!("≤{goal} MISS"),
-                None => String::new(),
-            };
+            let (vs_tokio, vs_floor) = (cpu[i] / cpu[tokio], cpu[i] / cpu[floor]);
+            let (tokio_goal, floor_goal) = server.goal(size);
             println!(
-                "{:<10} {:<18} {:>16.2} {:>14.0} {:>15.2}x {:>9}",
+                "{:<10} {:<23} {:>15.2} {:>11.0} {:>8.2}x {:>11} {:>8.2}x {:>11}",
                 format!("{size} B"),
                 server.name(),
                 cpu[i],
                 rps[i],
-                ratio,
-                verdict
+                vs_tokio,
+                verdict(tokio_goal, vs_tokio),
+                vs_floor,
+                verdict(floor_goal, vs_floor),
             );
         }
     }

@@ -91,7 +91,7 @@
 //!    Measures the submit / hand-off / completion path of the thread pools. Metric: ns per job.
 
 mod common;
-use common::{DRIVERS, driver_name, env_parse, median, ringloop_rt_on, tokio_rt};
+use common::{DRIVERS, driver_name, env_parse, median, ringloop_rt_on, rss_bytes, tokio_rt};
 use ringloop::DriverKind;
 
 use std::future::Future;
@@ -145,21 +145,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn ns_per(elapsed: Duration, n: usize) -> f64 {
     elapsed.as_nanos() as f64 / n as f64
-}
-
-/// Resident set size of this process in bytes, from /proc/self/status.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/self/status");
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kb * 1024
 }
 
 /// p-th percentile (0..=100) of sorted values, nearest rank.

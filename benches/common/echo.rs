@@ -71,6 +71,19 @@ pub async fn echo_ringloop(stream: ringloop::net::TcpStream) {
     }
 }
 
+/// One connection of a ringloop echo server with lent buffers: `read_lent`, and the lent
+/// buffer written back as it is with `write_all` (no copy, no buffer held while idle).
+pub async fn echo_ringloop_lent(stream: ringloop::net::TcpStream) {
+    stream.set_nodelay(true).unwrap();
+    loop {
+        let buf = stream.read_lent().await.unwrap();
+        if buf.is_empty() {
+            break;
+        }
+        stream.write_all(buf).await.0.unwrap();
+    }
+}
+
 /// The same on tokio: `AsyncReadExt::read` into a reused 4 KiB buffer, `write_all` back.
 pub async fn echo_tokio(mut stream: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

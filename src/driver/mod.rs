@@ -189,6 +189,32 @@ pub(crate) struct MultishotEvent {
     pub(crate) buf: Option<lent::LentBuf>,
 }
 
+/// What one completion of a multishot receive means, for the stream above the driver.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// Bytes, in a lent buffer.
+    Data(lent::LentBuf),
+    /// End of stream.
+    Eof,
+    /// Nothing: the request was cancelled, or the buffer ring ran dry (the request then ends;
+    /// a later read arms a new one or reads without the ring).
+    Nothing,
+    Error(io::Error),
+}
+
+impl MultishotEvent {
+    /// This completion of a multishot receive.
+    pub(crate) fn received(self) -> Received {
+        match (self.result, self.buf) {
+            (n, Some(buf)) if n > 0 => Received::Data(buf),
+            (0, _) => Received::Eof,
+            (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED => Received::Nothing,
+            (e, _) if e < 0 => Received::Error(io::Error::from_raw_os_error(-e)),
+            (n, _) => unreachable!("ringloop: a multishot receive of {n} bytes, no buffer"),
+        }
+    }
+}
+
 /// Receives each completion of a multishot operation.
 pub(crate) type MultishotHandler = Rc<dyn Fn(MultishotEvent)>;
 

@@ -134,8 +134,10 @@ macro_rules! stream_methods {
         ///     assert_eq!(echoed, b"ping");
         /// });
         /// ```
-        pub async fn read_lent(&self) -> std::io::Result<$crate::io::LentBuf> {
-            self.inner.read_lent().await
+        pub fn read_lent(
+            &self,
+        ) -> impl std::future::Future<Output = std::io::Result<$crate::io::LentBuf>> + '_ {
+            self.inner.read_lent()
         }
 
         /// Like [`read`](Self::read), with a deadline carried by the kernel (a linked
@@ -164,11 +166,11 @@ macro_rules! stream_methods {
         ///
         /// On an error, or if the future is dropped, an unknown prefix of the bytes may have
         /// been sent: treat the stream as broken.
-        pub async fn write_all<B: $crate::io::IoBuf>(
+        pub fn write_all<B: $crate::io::IoBuf>(
             &self,
             buf: B,
-        ) -> $crate::io::BufResult<(), B> {
-            self.inner.write_all(buf).await
+        ) -> impl std::future::Future<Output = $crate::io::BufResult<(), B>> + '_ {
+            self.inner.write_all(buf)
         }
 
         /// Writes the buffers' initialized bytes in order in one `sendmsg` (a gathered write);

@@ -42,6 +42,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::socket::Socket;
+use crate::driver::Received;
 use crate::driver::lent::LentBuf;
 use crate::driver::op::net as op;
 use crate::driver::op::{Op, OpCode};
@@ -245,20 +246,15 @@ impl ReadState {
     fn on_multishot(state: &RefCell<ReadState>, event: crate::driver::MultishotEvent) {
         let waiters = {
             let mut s = state.borrow_mut();
-            match event.result {
-                n if n > 0 => {
-                    let buf = event
-                        .buf
-                        .expect("ringloop: a multishot receive without a buffer");
-                    s.lent.push_back(buf);
-                }
-                0 => s.eof = true,
-                // The ring ran dry, or the request was paused or cancelled: the next read
-                // re-arms it (or reads into a heap buffer).
-                e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {}
-                e => s.error = Some(io::Error::from_raw_os_error(-e)),
+            let more = event.more;
+            match event.received() {
+                Received::Data(buf) => s.lent.push_back(buf),
+                Received::Eof => s.eof = true,
+                // The next read re-arms the request (or reads without the ring).
+                Received::Nothing => {}
+                Received::Error(e) => s.error = Some(e),
             }
-            if !event.more {
+            if !more {
                 if let Some(mut m) = s.multishot.take() {
                     m.cancelling = true;
                 }
@@ -387,7 +383,28 @@ impl Stream {
     /// "Lent reads"); an empty buffer means end of stream.
     pub(crate) async fn read_lent(&self) -> io::Result<LentBuf> {
         let pool = crate::driver::current().borrow_mut().buf_pool();
-        let fallback = poll_fn(|cx| {
+        if let Some(buf) = poll_fn(|cx| self.poll_lent(cx, &pool)).await? {
+            return Ok(buf);
+        }
+        // No ring, or every ring buffer is lent: one plain receive into a heap buffer. Boxed,
+        // since it is rare and a task waiting in a lent read should not carry its state.
+        let fd = self.sock.fd();
+        let read = ReadState::read(&self.reads, pool.heap_buf(), None, |buf| {
+            op::Recv::stream(fd, buf)
+        });
+        let BufResult(r, buf) = Box::pin(read).await;
+        let buf = LentBuf::heap(pool, buf);
+        r.map(|_| buf)
+    }
+
+    /// A lent read's wait: what is queued, or an armed multishot receive's next completion;
+    /// `None` when the read must fall back to a heap buffer.
+    fn poll_lent(
+        &self,
+        cx: &mut Context<'_>,
+        pool: &Rc<crate::driver::lent::BufPool>,
+    ) -> Poll<io::Result<Option<LentBuf>>> {
+        {
             let mut s = self.reads.borrow_mut();
             if s.in_flight {
                 // A plain receive (perhaps a cancelled one) goes first.
@@ -400,13 +417,13 @@ impl Stream {
                 let mut buf = pool.heap_buf();
                 let n = s.leftover.len().min(pool.buf_size());
                 buf.extend(s.leftover.drain(..n));
-                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(&pool), buf))));
+                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), buf))));
             }
             if let Some(buf) = s.lent.pop_front() {
                 return Poll::Ready(Ok(Some(buf)));
             }
             if std::mem::take(&mut s.eof) {
-                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(&pool), Vec::new()))));
+                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), Vec::new()))));
             }
             if let Some(e) = s.error.take() {
                 return Poll::Ready(Err(e));
@@ -444,18 +461,7 @@ impl Stream {
                 s.waiters.push(cx.waker().clone());
             }
             Poll::Pending
-        })
-        .await?;
-        if let Some(buf) = fallback {
-            return Ok(buf);
         }
-        let fd = self.sock.fd();
-        let BufResult(r, buf) = ReadState::read(&self.reads, pool.heap_buf(), None, |buf| {
-            op::Recv::stream(fd, buf)
-        })
-        .await;
-        let buf = LentBuf::heap(pool, buf);
-        r.map(|_| buf)
     }
 
     #[cfg(feature = "hyper")]
@@ -535,8 +541,14 @@ impl Stream {
         }
     }
 
-    pub(crate) async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        crate::io::write_all_with(buf, |slice| self.write(slice)).await
+    /// Writes all of `buf` (see [`WriteAll`]).
+    pub(crate) fn write_all<B: IoBuf>(&self, buf: B) -> WriteAll<'_, B> {
+        WriteAll {
+            fd: self.sock.fd(),
+            total: buf.bytes_init(),
+            done: 0,
+            state: WriteAllState::Idle(buf),
+        }
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
@@ -562,5 +574,68 @@ impl Stream {
     /// How many cancelled reads had received data that was kept for later reads.
     pub(crate) fn rescued_reads(&self) -> u64 {
         self.reads.borrow().rescued
+    }
+}
+
+/// The future of a stream's `write_all`: one send that the driver completes in full (it sends
+/// the rest of a short send itself), repeated only after an error cut it short, to report
+/// that error. Written by hand rather than as an `async fn` so that a task waiting in it
+/// holds one operation and the buffer, not a copy of every argument of every layer.
+pub(crate) struct WriteAll<'a, B: IoBuf> {
+    fd: &'a crate::driver::fd::SharedFd,
+    total: usize,
+    done: usize,
+    state: WriteAllState<B>,
+}
+
+enum WriteAllState<B: IoBuf> {
+    /// The buffer, between sends.
+    Idle(B),
+    Sending(Op<op::Send<crate::io::Slice<B>>>),
+    Done,
+}
+
+impl<B: IoBuf> Unpin for WriteAll<'_, B> {}
+
+impl<B: IoBuf> std::future::Future for WriteAll<'_, B> {
+    type Output = BufResult<(), B>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, WriteAllState::Done) {
+                WriteAllState::Idle(buf) => {
+                    if this.done >= this.total {
+                        return Poll::Ready(BufResult(Ok(()), buf));
+                    }
+                    let send = op::Send::stream_all(this.fd, buf.slice(this.done..this.total));
+                    match Op::submit(send) {
+                        Ok(op) => this.state = WriteAllState::Sending(op),
+                        Err((e, send)) => {
+                            return Poll::Ready(BufResult(Err(e), send.buf.into_inner()));
+                        }
+                    }
+                }
+                WriteAllState::Sending(mut op) => {
+                    let Poll::Ready((r, send)) = std::pin::Pin::new(&mut op).poll(cx) else {
+                        this.state = WriteAllState::Sending(op);
+                        return Poll::Pending;
+                    };
+                    let buf = send.buf.into_inner();
+                    match r {
+                        Ok(0) => {
+                            let e =
+                                io::Error::new(io::ErrorKind::WriteZero, "ringloop: wrote 0 bytes");
+                            return Poll::Ready(BufResult(Err(e), buf));
+                        }
+                        Ok(n) => this.done += n as usize,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Poll::Ready(BufResult(Err(e), buf)),
+                    }
+                    this.state = WriteAllState::Idle(buf);
+                }
+                WriteAllState::Done => panic!("ringloop: WriteAll polled after completion"),
+            }
+        }
     }
 }

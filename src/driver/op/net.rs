@@ -338,8 +338,7 @@ impl<B: IoBuf> Send<B> {
     }
 
     /// A send on a byte stream that completes only once every byte is sent (or fails): for
-    /// writers that report bytes as written before the send completes.
-    #[cfg(any(test, feature = "hyper"))]
+    /// `write_all`, and for writers that report bytes as written before the send completes.
     pub(crate) fn stream_all(fd: &SharedFd, buf: B) -> Send<B> {
         Send {
             all: true,
