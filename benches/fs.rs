@@ -45,8 +45,13 @@
 //!      one hop per read, the best a tokio program can do without io_uring.
 //!    - informative: a plain synchronous `pread` loop on one thread (no runtime, no overlap).
 //!
+//!    - ringloop `read_lent_at` (each driver): the same 64 tasks, each read into a buffer the
+//!      loop lends (on io_uring one of its registered buffers, read with `READ_FIXED`),
+//!      dropped after its length is checked.
+//!
 //!    Goals: ringloop's IOPS at least 7 times the best tokio variant's on io_uring, at least
-//!    the best tokio variant's on epoll.
+//!    the best tokio variant's on epoll; `read_lent_at` on io_uring at least 1.1 times the
+//!    synchronous `pread` loop.
 //! 2. `copy`: copies a 1 GiB file to a new file in 256 KiB chunks (the destination is deleted
 //!    after each run, outside the timing). Metric: MiB/s.
 //!    - ringloop (each driver): 4 tasks, task `t` copying chunks `t, t + 4, t + 8, ...`
@@ -194,6 +199,37 @@ fn rr_ringloop(kind: DriverKind, s: &Setup) -> f64 {
                         let (res, b) = file.read_at(buf, rng.offset(blocks)).await.into_parts();
                         assert_eq!(res.unwrap(), BLOCK);
                         buf = b;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (per_task * IN_FLIGHT) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+/// As `rr_ringloop`, reading with `read_lent_at` (registered buffers on io_uring), each buffer
+/// dropped once its length is checked.
+fn rr_ringloop_lent(kind: DriverKind, s: &Setup) -> f64 {
+    let rt = ringloop_rt_on(kind);
+    let (path, blocks, per_task) = (
+        s.rr_path.clone(),
+        s.rr_len / BLOCK as u64,
+        s.reads / IN_FLIGHT,
+    );
+    rt.block_on(async move {
+        let file = Rc::new(ringloop::fs::File::open(&path).await.unwrap());
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..IN_FLIGHT)
+            .map(|t| {
+                let file = file.clone();
+                ringloop::spawn(async move {
+                    let mut rng = Rng::new(t);
+                    for _ in 0..per_task {
+                        let buf = file.read_lent_at(rng.offset(blocks), BLOCK).await.unwrap();
+                        assert_eq!(buf.len(), BLOCK);
                     }
                 })
             })
@@ -444,6 +480,8 @@ struct Workload {
     /// Goal for each driver (in `DRIVERS`' order): its ringloop row's metric / the best tokio
     /// variant's at least this.
     goals: [f64; DRIVERS.len()],
+    /// One more goal, between two rows: (row, reference row, at least this ratio).
+    versus: Option<(&'static str, &'static str, f64)>,
     variants: Vec<Variant>,
 }
 
@@ -477,11 +515,21 @@ fn workloads() -> Vec<Workload> {
             name: "random-read",
             unit: "IOPS",
             goals: [7.0, 1.0],
+            versus: Some((
+                "ringloop io_uring read_lent_at, 64 in flight",
+                "(info) sync pread, 1 thread",
+                1.1,
+            )),
             variants: vec![
                 Variant {
                     label: "ringloop {driver} read_at, 64 in flight",
                     role: Role::Ours,
                     run: Run::Ringloop(rr_ringloop),
+                },
+                Variant {
+                    label: "ringloop {driver} read_lent_at, 64 in flight",
+                    role: Role::Info,
+                    run: Run::Ringloop(rr_ringloop_lent),
                 },
                 Variant {
                     label: "tokio fs::File seek+read, 64 files",
@@ -504,6 +552,7 @@ fn workloads() -> Vec<Workload> {
             name: "copy",
             unit: "MiB/s",
             goals: [1.0, 1.0],
+            versus: None,
             variants: vec![
                 Variant {
                     label: "ringloop {driver} read_at/write_all_at, 4 tasks",
@@ -661,6 +710,21 @@ fn main() {
                 "{}: ringloop {} / best tokio = {ratio:.2} (goal >= {goal}): {}",
                 w.name,
                 driver_name(d),
+                if ratio >= goal { "met" } else { "NOT met" }
+            ));
+        }
+        if let Some((mine, reference, goal)) = w.versus {
+            let median_of = |label: &str| {
+                rows.iter()
+                    .zip(&medians)
+                    .find(|(r, _)| r.label == label)
+                    .map(|(_, &m)| m)
+                    .unwrap_or_else(|| panic!("no row {label:?}"))
+            };
+            let ratio = median_of(mine) / median_of(reference);
+            verdicts.push(format!(
+                "{}: {mine} / {reference} = {ratio:.2} (goal >= {goal}): {}",
+                w.name,
                 if ratio >= goal { "met" } else { "NOT met" }
             ));
         }

@@ -404,3 +404,100 @@ fn unix_streams_lend_buffers_too() {
         assert_eq!(got, pattern(10_000, 5));
     });
 }
+
+/// A file of `len` pattern bytes in a fresh temporary path.
+fn temp_file(name: &str, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let path = std::env::temp_dir().join(format!("ringloop-lent-{}-{name}", std::process::id()));
+    let data = pattern(len, 9);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+#[test]
+fn lent_file_reads_use_registered_buffers_and_fall_back_to_the_heap() {
+    let (path, data) = temp_file("fixed", 1 << 20);
+    let rt = Runtime::builder().file_buffers(4, 4096).build().unwrap();
+    let uring = is_uring(&rt);
+    rt.block_on(async {
+        let file = ringloop::fs::File::open(&path).await.unwrap();
+        // Reads at odd offsets and lengths return the file's bytes.
+        for (pos, len) in [
+            (0, 4096),
+            (1, 100),
+            (4095, 4096),
+            (12345, 3000),
+            (1 << 19, 1),
+        ] {
+            let buf = file.read_lent_at(pos as u64, len).await.unwrap();
+            assert_eq!(&buf[..], &data[pos..pos + len], "at {pos}");
+            assert_eq!(
+                buf.is_from_ring(),
+                uring,
+                "a registered buffer on io_uring only"
+            );
+        }
+        // Larger than a registered buffer: a heap buffer of the asked size.
+        let big = file.read_lent_at(100, 10_000).await.unwrap();
+        assert_eq!(&big[..], &data[100..10_100]);
+        assert!(!big.is_from_ring());
+        // At and past the end.
+        let tail = file
+            .read_lent_at((data.len() - 10) as u64, 4096)
+            .await
+            .unwrap();
+        assert_eq!(&tail[..], &data[data.len() - 10..]);
+        assert!(
+            file.read_lent_at(data.len() as u64, 4096)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop((big, tail));
+        // All four held: the fifth read still works, from the heap.
+        let held: Vec<LentBuf> = {
+            let mut v = Vec::new();
+            for i in 0..5 {
+                v.push(file.read_lent_at(i * 4096, 4096).await.unwrap());
+            }
+            v
+        };
+        for (i, b) in held.iter().enumerate() {
+            assert_eq!(&b[..], &data[i * 4096..(i + 1) * 4096]);
+        }
+        let from_ring = held.iter().filter(|b| b.is_from_ring()).count();
+        assert_eq!(from_ring, if uring { 4 } else { 0 });
+        drop(held);
+        // Reads cancelled in flight give their buffers back once the kernel is done.
+        for i in 0..200u64 {
+            let read = file.read_lent_at(i * 4096 % (1 << 20), 4096);
+            let _ = ringloop::wait_for(read, Duration::ZERO).await;
+        }
+        ringloop::io::nop().await.unwrap();
+        let mut again = Vec::new();
+        for i in 0..4 {
+            again.push(file.read_lent_at(i * 4096, 4096).await.unwrap());
+        }
+        let from_ring = again.iter().filter(|b| b.is_from_ring()).count();
+        assert_eq!(
+            from_ring,
+            if uring { 4 } else { 0 },
+            "registered buffers lost"
+        );
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn lent_file_reads_without_registered_buffers_use_the_heap() {
+    let (path, data) = temp_file("heap", 64 * 1024);
+    let rt = Runtime::builder().file_buffers(0, 4096).build().unwrap();
+    rt.block_on(async {
+        let file = ringloop::fs::File::open(&path).await.unwrap();
+        let buf = file.read_lent_at(7, 5000).await.unwrap();
+        assert_eq!(&buf[..], &data[7..5007]);
+        assert!(!buf.is_from_ring());
+        let e = file.read_lent_at(u64::MAX, 1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    });
+    let _ = std::fs::remove_file(&path);
+}

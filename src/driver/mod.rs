@@ -84,6 +84,10 @@ pub(crate) struct DriverConfig {
     pub(crate) recv_buffers: u16,
     /// The size of each lent buffer.
     pub(crate) recv_buffer_size: u32,
+    /// Registered buffers for lent file reads (0: none, heap buffers instead).
+    pub(crate) file_buffers: u16,
+    /// The size of each registered buffer.
+    pub(crate) file_buffer_size: u32,
 }
 
 impl Default for DriverConfig {
@@ -94,6 +98,8 @@ impl Default for DriverConfig {
             sqpoll_idle_ms: None,
             recv_buffers: 256,
             recv_buffer_size: 4096,
+            file_buffers: 64,
+            file_buffer_size: 16 * 1024,
         }
     }
 }
@@ -672,8 +678,17 @@ impl Driver {
         match &mut self.backend {
             Backend::Uring(ring) => ring.buf_pool(&config),
             Backend::Epoll(_) => Rc::clone(self.heap_pool.get_or_insert_with(|| {
-                Rc::new(lent::BufPool::new(None, config.recv_buffer_size as usize))
+                Rc::new(lent::BufPool::new(config.recv_buffer_size as usize))
             })),
+        }
+    }
+
+    /// A registered buffer for a lent file read, if the backend has them and one is free.
+    pub(crate) fn fixed_buf(&mut self) -> Option<lent::LentBuf> {
+        let config = self.config;
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.fixed_buf(&config),
+            Backend::Epoll(_) => None,
         }
     }
 
@@ -687,7 +702,7 @@ impl Driver {
         handler: MultishotHandler,
     ) -> Option<io::Result<usize>> {
         match &mut self.backend {
-            Backend::Uring(ring) => ring.recv_multishot(&mut self.table, fd, handler),
+            Backend::Uring(ring) => ring.recv_multishot(&mut self.table, &self.config, fd, handler),
             Backend::Epoll(_) => None,
         }
     }

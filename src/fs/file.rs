@@ -154,6 +154,54 @@ impl File {
         read_op(&self.fd, buf, pos).await
     }
 
+    /// Reads up to `len` bytes from offset `pos` into a buffer the loop lends, and returns it
+    /// (shorter at the end of the file; empty past it). Dropping the
+    /// [`LentBuf`](crate::io::LentBuf) gives the buffer back for the next read.
+    ///
+    /// On io_uring the buffer is one of the loop's registered buffers (the kernel reads with
+    /// `READ_FIXED`, without mapping a user buffer per read), reused last-freed first, so a
+    /// loop that reads and drops keeps reading into cache-warm memory. Where there are none
+    /// (epoll, `Builder::file_buffers(0, _)`, a kernel that refused to register them), when
+    /// all are lent, or when `len` is larger than they are
+    /// ([`Builder::file_buffers`](crate::Builder::file_buffers); 16 KiB by default), it reads
+    /// into a heap buffer of `len` bytes instead, like [`read_at`](File::read_at).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](File::read_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// ringloop::run(async {
+    ///     let file = ringloop::fs::File::open("/proc/self/exe").await?;
+    ///     let head = file.read_lent_at(0, 4).await?;
+    ///     assert_eq!(&head[..], b"\x7fELF");
+    ///     std::io::Result::Ok(())
+    /// })?;
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub async fn read_lent_at(&self, pos: u64, len: usize) -> io::Result<crate::io::LentBuf> {
+        check_pos(pos)?;
+        let driver = crate::driver::current();
+        let fixed = driver.borrow_mut().fixed_buf();
+        match fixed {
+            Some(buf) if len <= buf.capacity_hint() => {
+                let read =
+                    Op::submit(op::ReadFixed::new(&self.fd, buf, len, pos)).map_err(|(e, _)| e)?;
+                let (r, read) = read.await;
+                let mut buf = read.buf;
+                buf.set_fixed_len(r? as usize);
+                Ok(buf)
+            }
+            _ => {
+                let pool = driver.borrow_mut().buf_pool();
+                let BufResult(r, buf) = read_op(&self.fd, Vec::with_capacity(len), pos).await;
+                r.map(|_| crate::io::LentBuf::heap(pool, buf))
+            }
+        }
+    }
+
     /// Reads exactly `buf.bytes_total()` bytes from offset `pos`, looping over short reads.
     /// A `Vec<u8>` ends up with length equal to its capacity.
     ///

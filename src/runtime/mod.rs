@@ -89,6 +89,25 @@ impl Builder {
         self
     }
 
+    /// The registered buffers lent by [`File::read_lent_at`](crate::fs::File::read_lent_at):
+    /// `count` buffers of `size` bytes (default 64 of 16 KiB), registered with the ring
+    /// (`IORING_REGISTER_BUFFERS`, which pins them in memory) on the first lent file read.
+    /// 0 turns them off (lent file reads then use heap buffers, as on epoll). Ignored by the
+    /// epoll driver.
+    ///
+    /// # Panics
+    ///
+    /// If `size` is 0 or does not fit in a `u32` while `count` is not 0.
+    pub fn file_buffers(mut self, count: u16, size: usize) -> Builder {
+        assert!(
+            count == 0 || (size > 0 && u32::try_from(size).is_ok()),
+            "ringloop: file_buffers size must be between 1 and u32::MAX bytes, not {size}"
+        );
+        self.driver.file_buffers = count;
+        self.driver.file_buffer_size = size.min(u32::MAX as usize) as u32;
+        self
+    }
+
     /// Maximum number of threads of the runtime's blocking pool (`spawn_blocking`); default
     /// min(32, CPUs + 4), as Python's ThreadPoolExecutor.
     pub fn blocking_threads(mut self, n: usize) -> Builder {

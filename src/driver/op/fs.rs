@@ -92,6 +92,67 @@ impl<B: IoBufMut> Read<B> {
     }
 }
 
+/// `READ_FIXED`: a read at `offset` into a registered buffer of the loop, lent to the op (a
+/// [`LentBuf`](crate::driver::lent::LentBuf) made by `Driver::fixed_buf`), of up to `len`
+/// bytes (at most the buffer's size). The caller records the count with `set_fixed_len`.
+#[derive(Debug)]
+pub(crate) struct ReadFixed {
+    fd: SharedFd,
+    pub(crate) buf: crate::driver::lent::LentBuf,
+    index: u16,
+    ptr: *mut u8,
+    len: u32,
+    offset: u64,
+}
+
+impl ReadFixed {
+    /// `buf` must be a registered buffer (`Driver::fixed_buf`).
+    pub(crate) fn new(
+        fd: &SharedFd,
+        mut buf: crate::driver::lent::LentBuf,
+        len: usize,
+        offset: u64,
+    ) -> ReadFixed {
+        let (index, ptr, size) = buf
+            .fixed_target()
+            .expect("ringloop: READ_FIXED into a buffer that is not registered");
+        ReadFixed {
+            fd: fd.clone(),
+            buf,
+            index,
+            ptr,
+            len: len.min(size).min(MAX_RW) as u32,
+            offset,
+        }
+    }
+}
+
+// SAFETY: the pointer is registered buffer `index`'s first byte, valid for its size (>= len):
+// memory of the loop's mapping, lent to this op alone through `buf`, which the op (then the
+// table entry) keeps until the completion. The descriptor is kept open by the `SharedFd`.
+unsafe impl OpCode for ReadFixed {
+    const CODE: u8 = opcode::ReadFixed::CODE;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::ReadFixed::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.ptr,
+            self.len,
+            self.index,
+        )
+        .offset(self.offset)
+        .build()
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        let (fd, ptr, len) = (self.fd.as_raw_fd() as usize, self.ptr as usize, self.len);
+        Plan::Blocking(Syscall::new(
+            libc::SYS_pread64,
+            &[fd, ptr, len as usize, self.offset as usize],
+        ))
+    }
+}
+
 // SAFETY: the pointer is `stable_mut_ptr()` for at most `bytes_total()` bytes: memory the
 // buffer owns, which stays put when the buffer (inside the op) moves. The descriptor is kept
 // open by the op's `SharedFd`.

@@ -8,11 +8,15 @@
 //! handed it out in a CQE (`IORING_CQE_F_BUFFER`) and it belongs to one `LentBuf` (or to the
 //! completion being handled) until [`BufRing::recycle`] puts it back at the tail.
 //!
+//! [`FixedBufs`] are the other kind: registered buffers (`IORING_REGISTER_BUFFERS`) for file
+//! reads with `READ_FIXED`, which spares the kernel mapping the user buffer on every read. They
+//! are handed out last-freed first, so a busy loop keeps reading into cache-warm memory.
+//!
 //! Only the loop thread touches the ring (the `Cell`s make it `!Sync`). Both mappings are
 //! unmapped, never handed back to the allocator, so a late kernel write after a leaked
 //! operation could not land in memory reused for something else.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -179,5 +183,76 @@ impl BufRing {
             let shared = BufRingEntry::tail(base).cast_mut();
             AtomicU16::from_ptr(shared).store(tail, Ordering::Release);
         }
+    }
+}
+
+/// Registered buffers for `READ_FIXED` (see the module docs): `count` of `size` bytes in one
+/// mapping, registered as buffer indexes `0..count`.
+pub(crate) struct FixedBufs {
+    map: Mapping,
+    size: u32,
+    /// Indexes not lent, the last freed on top.
+    free: RefCell<Vec<u16>>,
+}
+
+impl std::fmt::Debug for FixedBufs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedBufs")
+            .field("size", &self.size)
+            .field("free", &self.free.borrow().len())
+            .finish()
+    }
+}
+
+impl FixedBufs {
+    /// Maps `count` buffers of `size` bytes and registers them with `submitter`'s ring.
+    pub(crate) fn new(
+        submitter: &io_uring::Submitter<'_>,
+        count: u16,
+        size: u32,
+    ) -> io::Result<FixedBufs> {
+        assert!(count > 0 && size > 0);
+        let map = Mapping::new(usize::from(count) * size as usize)?;
+        let iovecs: Vec<libc::iovec> = (0..usize::from(count))
+            .map(|i| libc::iovec {
+                // SAFETY: i < count, so the offset stays inside the mapping.
+                iov_base: unsafe { map.ptr.as_ptr().add(i * size as usize) }.cast(),
+                iov_len: size as usize,
+            })
+            .collect();
+        // SAFETY: every iovec lies inside the mapping, which lives as long as this value; the
+        // driver keeps it until the io_uring is closed (which unregisters the buffers).
+        unsafe { submitter.register_buffers(&iovecs)? };
+        Ok(FixedBufs {
+            map,
+            size,
+            free: RefCell::new((0..count).rev().collect()),
+        })
+    }
+
+    /// The size of every buffer.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// A free buffer's index, the last freed first.
+    pub(crate) fn take(&self) -> Option<u16> {
+        self.free.borrow_mut().pop()
+    }
+
+    /// Buffer `index` is free again; the caller gives up every pointer into it.
+    pub(crate) fn give_back(&self, index: u16) {
+        self.free.borrow_mut().push(index);
+    }
+
+    /// The first byte of buffer `index`.
+    pub(crate) fn buf_ptr(&self, index: u16) -> *mut u8 {
+        let offset = usize::from(index) * self.size as usize;
+        assert!(
+            offset < self.map.len,
+            "ringloop: fixed buffer {index} out of range"
+        );
+        // SAFETY: the offset is inside the mapping (checked).
+        unsafe { self.map.ptr.as_ptr().add(offset) }
     }
 }

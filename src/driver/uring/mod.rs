@@ -164,22 +164,32 @@ impl Uring {
         Some(Ok(key))
     }
 
-    /// The loop's pool of lent buffers, made on first use: with a provided buffer ring of
-    /// `config.recv_buffers` buffers where the kernel has multishot receive (6.0) and the ring
-    /// registers, else heap buffers only.
+    /// The loop's pool of lent buffers, made on first use. Its provided buffer ring and its
+    /// registered buffers are set up on their own first use.
     pub(crate) fn buf_pool(&mut self, config: &super::DriverConfig) -> Rc<BufPool> {
-        let size = config.recv_buffer_size;
-        let features = &self.features;
+        let size = config.recv_buffer_size as usize;
+        Rc::clone(self.pool.get_or_insert_with(|| Rc::new(BufPool::new(size))))
+    }
+
+    /// A registered buffer for a lent file read (`READ_FIXED`), if one is free; the
+    /// registered buffers (`config.file_buffers` of `config.file_buffer_size` bytes) are
+    /// set up on the first call.
+    pub(crate) fn fixed_buf(&mut self, config: &super::DriverConfig) -> Option<LentBuf> {
+        let pool = self.buf_pool(config);
         let ring = &self.ring;
-        Rc::clone(self.pool.get_or_insert_with(|| {
-            let bufs = (features.multishot_recv && config.recv_buffers > 0)
-                .then(|| {
-                    buf_ring::BufRing::new(&ring.submitter(), BUF_GROUP, config.recv_buffers, size)
-                })
-                // A refusal (no memory to pin, an old kernel) leaves the heap buffers.
-                .and_then(Result::ok);
-            Rc::new(BufPool::new(bufs, size as usize))
-        }))
+        pool.fixed_or_init(|| {
+            if config.file_buffers == 0 {
+                return None;
+            }
+            // A refusal (no memory to pin, RLIMIT_MEMLOCK before 5.12) leaves heap buffers.
+            buf_ring::FixedBufs::new(
+                &ring.submitter(),
+                config.file_buffers,
+                config.file_buffer_size,
+            )
+            .ok()
+        })?;
+        LentBuf::fixed(&pool)
     }
 
     /// Starts a multishot receive on `fd` into the provided buffer ring (see
@@ -187,10 +197,25 @@ impl Uring {
     pub(crate) fn recv_multishot(
         &mut self,
         table: &mut Table,
+        config: &super::DriverConfig,
         fd: RawFd,
         handler: MultishotHandler,
     ) -> Option<io::Result<usize>> {
-        let bufs = self.pool.as_ref()?.ring()?;
+        let pool = self.buf_pool(config);
+        let (ring, features) = (&self.ring, &self.features);
+        let bufs = pool.ring_or_init(|| {
+            if !features.multishot_recv || config.recv_buffers == 0 {
+                return None;
+            }
+            // A refusal (no memory to pin, an old kernel) leaves heap buffers.
+            buf_ring::BufRing::new(
+                &ring.submitter(),
+                BUF_GROUP,
+                config.recv_buffers,
+                config.recv_buffer_size,
+            )
+            .ok()
+        })?;
         if bufs.free() == 0 {
             return None;
         }
