@@ -501,3 +501,185 @@ fn lent_file_reads_without_registered_buffers_use_the_heap() {
     });
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn read_timeout_still_times_out_after_a_lent_read() {
+    ringloop::run(async {
+        let (s, mut c) = pair().await;
+        c.write_all(b"x").unwrap();
+        assert_eq!(&s.read_lent().await.unwrap()[..], b"x");
+        // The lent read left its receive armed; the deadline must still hold.
+        let read = s.read_timeout(Vec::with_capacity(8), Duration::from_millis(50));
+        let r = ringloop::wait_for(read, Duration::from_secs(20)).await;
+        let BufResult(r, _) = r.expect("read_timeout(50 ms) still pending after 20 s");
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
+        // Nothing was lost: later bytes come to either kind of read.
+        c.write_all(b"after").unwrap();
+        assert_eq!(&s.read_lent().await.unwrap()[..], b"after");
+    });
+}
+
+#[test]
+fn a_zero_length_read_returns_at_once_after_a_lent_read() {
+    ringloop::run(async {
+        let (s, mut c) = pair().await;
+        c.write_all(b"x").unwrap();
+        assert_eq!(&s.read_lent().await.unwrap()[..], b"x");
+        let r = ringloop::wait_for(s.read(Vec::new()), Duration::from_secs(20)).await;
+        let BufResult(n, _) = r.expect("a zero-length read blocked");
+        assert_eq!(n.unwrap(), 0);
+    });
+}
+
+#[test]
+fn into_std_after_a_lent_read_keeps_every_byte() {
+    ringloop::run(async {
+        let (s, mut c) = pair().await;
+        c.write_all(b"one").unwrap();
+        assert_eq!(&s.read_lent().await.unwrap()[..], b"one");
+        // Received by the armed receive (queued) or still in the socket: either way it
+        // comes out of into_std's bytes first, then the std stream.
+        c.write_all(b"two").unwrap();
+        ringloop::io::nop().await.unwrap();
+        let (mut std, buffered) = s.into_std().await.unwrap();
+        drop(c);
+        let rest = ringloop::spawn_blocking(move || {
+            std.set_nonblocking(false).unwrap();
+            let mut rest = Vec::new();
+            std.read_to_end(&mut rest).map(|_| rest)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!([buffered, rest].concat(), b"two");
+    });
+}
+
+/// Polls `f` once, then drops it.
+async fn poll_once_then_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+#[test]
+fn a_dropped_write_all_stops_sending() {
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (b, _) = b.into_std().await.unwrap();
+        b.set_nonblocking(false).unwrap();
+        let len = 8 << 20;
+        // The peer reads nothing yet: the first send is short, and the write is dropped
+        // around the time its completion arrives.
+        poll_once_then_drop(a.write_all(vec![7u8; len])).await;
+        for _ in 0..20 {
+            ringloop::io::nop().await.unwrap();
+        }
+        drop(a);
+        for _ in 0..20 {
+            ringloop::io::nop().await.unwrap();
+        }
+        let got = ringloop::spawn_blocking(move || {
+            let mut b = b;
+            let mut total = 0usize;
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                match b.read(&mut buf) {
+                    Ok(0) => return total,
+                    Ok(n) => total += n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            got < len,
+            "a cancelled write_all sent all {len} bytes in the background"
+        );
+    });
+}
+
+#[test]
+fn write_all_of_more_than_2_gib() {
+    ringloop::run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (b, _) = b.into_std().await.unwrap();
+        b.set_nonblocking(false).unwrap();
+        // Zero pages: the kernel reads the shared zero page, so this costs no memory.
+        let len: usize = (2 << 30) + 12345;
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let (mut total, mut buf) = (0usize, vec![0; 4 << 20]);
+            loop {
+                match b.read(&mut buf).unwrap() {
+                    0 => return total,
+                    n => total += n,
+                }
+            }
+        });
+        let BufResult(r, buf) = a.write_all(vec![0u8; len]).await;
+        drop((buf, a));
+        r.unwrap();
+        assert_eq!(reader.join().unwrap(), len);
+    });
+}
+
+#[test]
+fn a_slow_lent_reader_pauses_and_resumes_without_loss() {
+    let rt = Runtime::builder().recv_buffers(16, 1024).build().unwrap();
+    rt.block_on(async {
+        let (s, c) = pair().await;
+        let data = pattern(2 << 20, 5);
+        let sent = data.clone();
+        let w = std::thread::spawn(move || {
+            let mut c = c;
+            for ch in sent.chunks(777) {
+                c.write_all(ch).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        let mut i = 0u32;
+        while got.len() < data.len() {
+            i += 1;
+            if i % 50 == 0 {
+                // Pacing, not synchronisation: let the receive run ahead to its pause.
+                ringloop::sleep(Duration::from_millis(2)).await;
+            }
+            if i % 7 == 0 {
+                let BufResult(n, b) = s.read(Vec::with_capacity(100)).await;
+                assert!(n.unwrap() > 0);
+                got.extend_from_slice(&b);
+            } else {
+                let b = ringloop::wait_for(s.read_lent(), Duration::from_secs(30))
+                    .await
+                    .expect("lent read hung")
+                    .unwrap();
+                assert!(!b.is_empty());
+                got.extend_from_slice(&b);
+            }
+        }
+        w.join().unwrap();
+        assert!(got == data, "bytes lost or reordered");
+        drop(s);
+        ringloop::io::nop().await.unwrap();
+        ringloop::yield_now().await;
+        assert_ring_whole();
+    });
+}
+
+#[test]
+fn a_lent_buf_outlives_its_runtime() {
+    let rt = Runtime::new().unwrap();
+    let buf = rt.block_on(async {
+        let (s, mut c) = pair().await;
+        c.write_all(b"kept").unwrap();
+        s.read_lent().await.unwrap()
+    });
+    drop(rt);
+    assert_eq!(&buf[..], b"kept");
+    drop(buf);
+}

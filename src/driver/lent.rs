@@ -120,7 +120,9 @@ impl BufPool {
 ///
 /// Hold lent buffers briefly: a loop has a fixed number of ring buffers
 /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)). While they are all out, reads
-/// fall back to heap buffers, which costs a copy and an allocation but never stalls.
+/// fall back to heap buffers (one receive each, and an allocation when the loop's free list
+/// of heap buffers is empty), which never stalls. A stream whose reader stops reading holds
+/// the buffers its receive filled meanwhile, at most 8 before the receive pauses.
 pub struct LentBuf {
     pool: Rc<BufPool>,
     kind: Kind,

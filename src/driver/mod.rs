@@ -216,7 +216,10 @@ impl MultishotEvent {
             (0, _) => Received::Eof,
             (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED => Received::Nothing,
             (e, _) if e < 0 => Received::Error(io::Error::from_raw_os_error(-e)),
-            (n, _) => unreachable!("ringloop: a multishot receive of {n} bytes, no buffer"),
+            // Not something the kernel does; an error rather than a panic on the loop.
+            (n, _) => Received::Error(io::Error::other(format!(
+                "ringloop: the kernel reported {n} bytes received without a buffer"
+            ))),
         }
     }
 }
@@ -870,11 +873,16 @@ impl Drop for Driver {
         }
         self.drain(SHUTDOWN_GRACE, true);
         // Whatever is still in flight may yet be written by the kernel or a blocking thread:
-        // leak it, never free it.
+        // leak it, never free it (with the lent-buffer mappings a receive could fill).
+        let mut leaked = false;
         for entry in self.table.ops.drain() {
             if !matches!(entry.life, Lifecycle::Completed(_)) {
                 std::mem::forget(entry);
+                leaked = true;
             }
+        }
+        if leaked && let Backend::Uring(ring) = &mut self.backend {
+            ring.leak_buffers();
         }
         self.blocking.shutdown(SHUTDOWN_GRACE);
     }

@@ -11,32 +11,6 @@ use std::io;
 
 use crate::driver::op::{Nop, Op};
 
-/// Writes all of `buf` through `write` (one write of a stream: a socket, a pipe), resuming
-/// after short writes and `Interrupted`; `WriteZero` if a write takes nothing.
-pub(crate) async fn write_all_with<B, W, F>(mut buf: B, mut write: W) -> BufResult<(), B>
-where
-    B: IoBuf,
-    W: FnMut(Slice<B>) -> F,
-    F: Future<Output = BufResult<usize, Slice<B>>>,
-{
-    let total = buf.bytes_init();
-    let mut done = 0;
-    while done < total {
-        let BufResult(r, slice) = write(buf.slice(done..total)).await;
-        buf = slice.into_inner();
-        match r {
-            Ok(0) => {
-                let e = io::Error::new(io::ErrorKind::WriteZero, "ringloop: wrote 0 bytes");
-                return BufResult(Err(e), buf);
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return BufResult(Err(e), buf),
-        }
-    }
-    BufResult(Ok(()), buf)
-}
-
 /// Submits a no-op to the driver and waits for its completion: one round trip through the
 /// ring (`IORING_OP_NOP`), or one pass of the loop on epoll. Useful to measure the driver's
 /// overhead, or to yield to the loop's I/O stage.

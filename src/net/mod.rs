@@ -162,7 +162,8 @@ macro_rules! stream_methods {
             self.inner.write(buf).await
         }
 
-        /// Writes all of `buf`'s initialized bytes, looping on short writes.
+        /// Writes all of `buf`'s initialized bytes (the driver sends the rest of a short send
+        /// itself, so this is usually one operation).
         ///
         /// On an error, or if the future is dropped, an unknown prefix of the bytes may have
         /// been sent: treat the stream as broken.
@@ -205,8 +206,24 @@ use stream_methods;
 
 /// `into_send` and `SendStream::into_stream` for a stream type.
 macro_rules! send_stream {
-    ($ty:ident) => {
+    ($ty:ident, $std:ty) => {
         impl $ty {
+            /// Turns the stream into its std counterpart without losing a byte: ends the
+            /// receive a [`read_lent`](Self::read_lent) armed (waiting for its last
+            /// completion) and waits for a cancelled read still in flight, then returns the
+            /// std stream with the bytes the loop had received and not yet returned (kept
+            /// from cancelled reads, or queued by lent reads), which come before anything
+            /// read from the std stream. On epoll the descriptor stays non-blocking.
+            ///
+            /// # Errors
+            ///
+            /// `EMFILE` if a cancelled operation still holds the descriptor and it cannot be
+            /// duplicated.
+            pub async fn into_std(self) -> std::io::Result<($std, Vec<u8>)> {
+                let (fd, buffered) = self.inner.into_moved().await?.into_parts();
+                Ok((<$std>::from(fd), buffered))
+            }
+
             /// Turns the stream into a [`SendStream`](crate::net::SendStream), which can move
             /// to another shard or thread. Waits for a cancelled read still in flight, so the
             /// bytes it got are kept; they, and anything else cancelled reads left buffered,

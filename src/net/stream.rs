@@ -92,8 +92,8 @@ pub(crate) const LENT_AHEAD: usize = 8;
 impl Drop for Multishot {
     fn drop(&mut self) {
         // The stream is gone (or the request ended, which set `cancelling`): end the
-        // multishot receive, whose handler keeps the descriptor open until the last
-        // completion. Queued buffers go back with `ReadState::lent`.
+        // multishot receive, which holds the socket open in the kernel until it ends.
+        // Queued buffers go back with `ReadState::lent`.
         if !self.cancelling {
             self.cancel.cancel();
         }
@@ -155,6 +155,9 @@ impl ReadState {
         B: IoBufMut,
         T: ReadInto<B>,
     {
+        if buf.bytes_total() == 0 {
+            return BufResult(Ok(0), buf);
+        }
         poll_fn(|cx| ReadState::poll_turn(state, cx)).await;
         if let Some(r) = ReadState::take_buffered(state, &mut buf) {
             return BufResult(r, buf);
@@ -310,6 +313,15 @@ pub(crate) struct Moved {
     error: Option<io::Error>,
 }
 
+impl Moved {
+    /// The descriptor and the bytes received and not yet returned. An end of stream or an
+    /// error a cancelled read saw is left for the descriptor's next reader to see (an end of
+    /// stream is seen again; an error the kernel reported once is not).
+    pub(crate) fn into_parts(self) -> (std::os::fd::OwnedFd, Vec<u8>) {
+        (self.fd, self.leftover.into())
+    }
+}
+
 impl Stream {
     /// Waits until no receive is in flight (a cancelled one's bytes are then kept), and takes
     /// the stream apart for a move to another loop.
@@ -430,12 +442,8 @@ impl Stream {
             }
             if s.multishot.is_none() {
                 let state = Rc::downgrade(&self.reads);
-                // The handler keeps the descriptor open until the request's last completion,
-                // so its number is not reused under it.
-                let fd = std::sync::Arc::clone(self.sock.fd());
                 let handler: crate::driver::MultishotHandler =
                     Rc::new(move |event: crate::driver::MultishotEvent| {
-                        let _fd = &fd;
                         if let Some(state) = state.upgrade() {
                             ReadState::on_multishot(&state, event);
                         }
@@ -450,6 +458,11 @@ impl Stream {
                     None => return Poll::Ready(Ok(None)),
                     Some(Err(e)) => return Poll::Ready(Err(e)),
                     Some(Ok(key)) => {
+                        // The request names the socket by number only until the kernel takes
+                        // it: hand it over now, so that the number may close (and be reused)
+                        // as soon as the stream drops. From then on the request holds the
+                        // socket itself, until its cancellation (sent at the drop) ends it.
+                        let _ = driver.borrow_mut().flush_submissions();
                         s.multishot = Some(Multishot {
                             cancel: crate::driver::MultishotCancel::new(driver, key, &handler),
                             cancelling: false,
@@ -516,6 +529,11 @@ impl Stream {
         buf: B,
         timeout: Option<Duration>,
     ) -> BufResult<usize, B> {
+        if timeout.is_some() && self.reads.borrow().lent.is_empty() {
+            // The deadline travels with a plain receive: end an armed multishot receive
+            // first (what it got by then is queued and returned at once).
+            self.stop_multishot().await;
+        }
         let fd = self.sock.fd();
         let BufResult(r, buf) =
             ReadState::read(&self.reads, buf, timeout, |buf| op::Recv::stream(fd, buf)).await;
@@ -608,7 +626,9 @@ impl<B: IoBuf> std::future::Future for WriteAll<'_, B> {
                     if this.done >= this.total {
                         return Poll::Ready(BufResult(Ok(()), buf));
                     }
-                    let send = op::Send::stream_all(this.fd, buf.slice(this.done..this.total));
+                    // At most 1 GiB per send: the kernel's count is an i32.
+                    let end = this.total.min(this.done + (1 << 30));
+                    let send = op::Send::stream_all(this.fd, buf.slice(this.done..end));
                     match Op::submit(send) {
                         Ok(op) => this.state = WriteAllState::Sending(op),
                         Err((e, send)) => {

@@ -396,7 +396,7 @@ impl TcpStream {
 }
 
 compat_stream!(TcpStream);
-send_stream!(TcpStream);
+send_stream!(TcpStream, std::net::TcpStream);
 
 impl From<std::net::TcpStream> for TcpStream {
     /// Wraps a connected std stream (blocking or not; the epoll driver makes it non-blocking
@@ -407,7 +407,10 @@ impl From<std::net::TcpStream> for TcpStream {
 }
 
 impl From<TcpStream> for std::net::TcpStream {
-    /// Unwraps the std stream. Bytes that cancelled reads had kept for the next read are lost.
+    /// Unwraps the std stream at once. Bytes the loop had received and not yet returned (kept
+    /// from cancelled reads, or queued by [`read_lent`](TcpStream::read_lent)) are lost, and
+    /// a receive armed by `read_lent` may take more before its cancellation lands: use
+    /// [`into_std`](TcpStream::into_std) to keep them.
     fn from(s: TcpStream) -> std::net::TcpStream {
         std::net::TcpStream::from(s.inner.sock.into_fd())
     }

@@ -210,7 +210,7 @@ impl UnixStream {
 }
 
 compat_stream!(UnixStream);
-send_stream!(UnixStream);
+send_stream!(UnixStream, std::os::unix::net::UnixStream);
 fd_impls!(UnixStream, std::os::unix::net::UnixStream, inner.sock; into);
 
 /// A Unix datagram socket.

@@ -68,7 +68,7 @@ impl Pipe {
     }
 
     async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        crate::io::write_all_with(buf, |slice| self.write(slice)).await
+        write_all_with(buf, |slice| self.write(slice)).await
     }
 }
 
@@ -157,3 +157,29 @@ macro_rules! reader_methods {
 
 reader_methods!(ChildStdout);
 reader_methods!(ChildStderr);
+
+/// Writes all of `buf` through `write` (one write of a stream: a socket, a pipe), resuming
+/// after short writes and `Interrupted`; `WriteZero` if a write takes nothing.
+async fn write_all_with<B, W, F>(mut buf: B, mut write: W) -> BufResult<(), B>
+where
+    B: IoBuf,
+    W: FnMut(crate::io::Slice<B>) -> F,
+    F: Future<Output = BufResult<usize, crate::io::Slice<B>>>,
+{
+    let total = buf.bytes_init();
+    let mut done = 0;
+    while done < total {
+        let BufResult(r, slice) = write(buf.slice(done..total)).await;
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "ringloop: wrote 0 bytes");
+                return BufResult(Err(e), buf);
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return BufResult(Err(e), buf),
+        }
+    }
+    BufResult(Ok(()), buf)
+}

@@ -12,9 +12,9 @@
 //! reads with `READ_FIXED`, which spares the kernel mapping the user buffer on every read. They
 //! are handed out last-freed first, so a busy loop keeps reading into cache-warm memory.
 //!
-//! Only the loop thread touches the ring (the `Cell`s make it `!Sync`). Both mappings are
-//! unmapped, never handed back to the allocator, so a late kernel write after a leaked
-//! operation could not land in memory reused for something else.
+//! Only the loop thread touches the ring (the `Cell`s make it `!Sync`). The mappings are
+//! freed with `munmap` only after the io_uring is closed (the driver drops its ring before
+//! its buffer pool), and not at all if an operation was left in flight at shutdown.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -22,6 +22,19 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
+
+/// The layout of `struct io_uring_buf` (what `BufRingEntry` wraps), written field by field
+/// through raw pointers: slot 0's `resv` is the ring's shared tail, which the kernel reads
+/// while we write the slot, so no `&mut` to a whole slot may exist.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RawEntry>() == size_of::<BufRingEntry>());
 
 /// An anonymous private mapping, unmapped on drop.
 struct Mapping {
@@ -163,15 +176,16 @@ impl BufRing {
         let tail = self.tail.get();
         let slot = usize::from(tail & (self.count - 1));
         let base = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
-        // SAFETY: `slot` < count, inside the descriptor mapping. The kernel reads only the
-        // slots between its head and the published tail, and this slot is past the tail, so
-        // nobody else reads or writes it now. The tail field shares the first slot's `resv`,
-        // which `set_addr` / `set_len` / `set_bid` leave alone.
+        let addr = self.buf_ptr(bid) as u64;
+        // SAFETY: `slot` < count, inside the descriptor mapping. The kernel reads a slot's
+        // `addr`, `len` and `bid` only between its head and the published tail, and this slot
+        // is past the tail. The writes go through raw pointers to those three fields alone,
+        // so slot 0's `resv` (the shared tail) is neither written nor borrowed.
         unsafe {
-            let entry = &mut *base.add(slot);
-            entry.set_addr(self.buf_ptr(bid) as u64);
-            entry.set_len(self.size);
-            entry.set_bid(bid);
+            let entry = base.add(slot).cast::<RawEntry>();
+            (&raw mut (*entry).addr).write(addr);
+            (&raw mut (*entry).len).write(self.size);
+            (&raw mut (*entry).bid).write(bid);
         }
         let tail = tail.wrapping_add(1);
         self.tail.set(tail);

@@ -1,7 +1,8 @@
 //! The io_uring backend: the ring, submission (a full SQ is flushed and the push retried),
 //! reaping (reads the CQ ring; no syscall), parking in one `io_uring_enter` with the next
-//! deadline (`IORING_ENTER_EXT_ARG`), linked timeouts, `ASYNC_CANCEL`, multishot accept, and
-//! the eventfd read that lets other threads end a park.
+//! deadline (`IORING_ENTER_EXT_ARG`), linked timeouts, `ASYNC_CANCEL`, multishot accept and
+//! receive (into the provided buffer ring of `buf_ring`), and the eventfd read that lets other
+//! threads end a park.
 
 pub(crate) mod buf_ring;
 mod probe;
@@ -457,6 +458,11 @@ impl Uring {
     /// submission) leaves the operation to finish on its own; its data stays in the table
     /// until then, so nothing is freed early.
     pub(crate) fn cancel(&mut self, key: usize) {
+        // A send that must go out whole stops at its next completion: a short send that
+        // completed before this cancellation reached the kernel must not be resent.
+        if let Some(all) = self.send_all.get_mut(key) {
+            *all = None;
+        }
         self.push_cancel(key as u64);
     }
 
@@ -480,6 +486,13 @@ impl Uring {
         }
     }
 
+    /// Keeps the lent-buffer mappings alive for good: an operation was left in flight at
+    /// shutdown (the driver leaks its data), and a multishot receive among them could still
+    /// fill a ring buffer.
+    pub(crate) fn leak_buffers(&mut self) {
+        std::mem::forget(self.pool.take());
+    }
+
     /// Whether the ring holds nothing of the driver's own (the eventfd read) in flight.
     pub(crate) fn quiescent(&self) -> bool {
         !self.notify_armed
@@ -496,9 +509,6 @@ impl Drop for Uring {
         // Timespecs of linked timeouts whose operation never completed: leaked likewise.
         if self.timespecs.iter().any(Option::is_some) {
             std::mem::forget(std::mem::take(&mut self.timespecs));
-            // An operation was left in flight (the driver's drain ran out of time): a
-            // multishot receive among them could still fill a ring buffer.
-            std::mem::forget(self.pool.take());
         }
     }
 }
