@@ -29,7 +29,8 @@
 //!   `submit_and_wait(1)` per batch of completions.
 //!
 //! Metrics: the server thread's own CPU time (user + system, `getrusage(RUSAGE_THREAD)` at its
-//! start and end) per request, in µs, and requests per second (wall time of the load). Every
+//! start and end) per request, in µs (and, informative, its user-space part: most of a request
+//! is the kernel's loopback TCP work, the same for every server), and requests per second (wall time of the load). Every
 //! server runs once per repetition, alternating (io_uring, epoll, tokio, floor, io_uring, ...),
 //! and the table shows the medians and the ratios to tokio's and to the floor's CPU per
 //! request. Goals: ringloop on io_uring ≤ 0.9× tokio at 64 B, ≤ 1.0× at 4 KiB; on epoll ≤ 0.95×
@@ -53,7 +54,7 @@
 
 mod common;
 use common::echo::{CONNECTIONS, echo_ringloop, echo_ringloop_lent, echo_tokio, load};
-use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, rss_bytes, thread_cpu};
+use common::{DRIVERS, driver_name, median, pin_to, ringloop_rt_on, rss_bytes, thread_cpu_parts};
 use ringloop::DriverKind;
 
 use std::net::TcpListener as StdListener;
@@ -99,13 +100,28 @@ impl Server {
     }
 }
 
+/// The server thread's CPU time since `start`: (user + system, user).
+struct Cpu((Duration, Duration));
+
+impl Cpu {
+    fn start() -> Cpu {
+        Cpu(thread_cpu_parts())
+    }
+
+    fn elapsed(&self) -> (Duration, Duration) {
+        let (user, system) = thread_cpu_parts();
+        let (user0, system0) = self.0;
+        (user + system - user0 - system0, user - user0)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Servers: each serves CONNECTIONS connections until all close, and returns its CPU time.
 // ---------------------------------------------------------------------------------------------
 
-fn serve_ringloop(listener: StdListener, kind: DriverKind, lent: bool) -> Duration {
+fn serve_ringloop(listener: StdListener, kind: DriverKind, lent: bool) -> (Duration, Duration) {
     let rt = ringloop_rt_on(kind);
-    let start = thread_cpu();
+    let start = Cpu::start();
     rt.block_on(async move {
         let listener = ringloop::net::TcpListener::from(listener);
         let mut tasks = Vec::with_capacity(CONNECTIONS);
@@ -121,15 +137,15 @@ fn serve_ringloop(listener: StdListener, kind: DriverKind, lent: bool) -> Durati
             t.await.unwrap();
         }
     });
-    thread_cpu() - start
+    start.elapsed()
 }
 
-fn serve_tokio(listener: StdListener) -> Duration {
+fn serve_tokio(listener: StdListener) -> (Duration, Duration) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let start = thread_cpu();
+    let start = Cpu::start();
     rt.block_on(async move {
         listener.set_nonblocking(true).unwrap();
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -142,11 +158,11 @@ fn serve_tokio(listener: StdListener) -> Duration {
             t.await.unwrap();
         }
     });
-    thread_cpu() - start
+    start.elapsed()
 }
 
 /// The floor: a bare io_uring echo loop, no runtime, no allocation per request.
-fn serve_io_uring(listener: StdListener) -> Duration {
+fn serve_io_uring(listener: StdListener) -> (Duration, Duration) {
     use io_uring::{IoUring, opcode, types};
     const ACCEPT: u64 = 0;
     const RECV: u64 = 1;
@@ -162,7 +178,7 @@ fn serve_io_uring(listener: StdListener) -> Duration {
         .setup_single_issuer()
         .build(256)
         .unwrap();
-    let start = thread_cpu();
+    let start = Cpu::start();
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Conn> = Vec::with_capacity(CONNECTIONS);
     let (mut accepted, mut closed) = (0, 0);
@@ -267,35 +283,48 @@ fn serve_io_uring(listener: StdListener) -> Duration {
             }
         }
     }
-    thread_cpu() - start
+    start.elapsed()
 }
 
 // ---------------------------------------------------------------------------------------------
 // One run (the load generator is in common/echo.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// Runs one server against the load; returns (server CPU µs per request, requests per second).
-fn run(server: Server, size: usize, requests: usize) -> (f64, f64) {
+/// Runs one server against the load; returns (server CPU µs per request, of which user space,
+/// requests per second).
+fn run(server: Server, size: usize, requests: usize) -> (f64, f64, f64) {
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let per_conn = requests.div_ceil(CONNECTIONS);
     let (tx, rx) = mpsc::channel();
-    let server_thread = std::thread::spawn(move || {
-        pin_to(0);
-        let cpu = match server {
-            Server::Ringloop(kind) => serve_ringloop(listener, kind, false),
-            Server::RingloopLent(kind) => serve_ringloop(listener, kind, true),
-            Server::Tokio => serve_tokio(listener),
-            Server::Floor => serve_io_uring(listener),
-        };
-        tx.send(cpu).unwrap();
-    });
+    // Named, so that a profile can tell the servers apart (`perf report --comm srv-lent-uring`).
+    let thread_name = match server {
+        Server::Ringloop(kind) => format!("srv-{}", driver_name(kind)),
+        Server::RingloopLent(kind) => format!("srv-lent-{}", driver_name(kind)),
+        Server::Tokio => "srv-tokio".to_string(),
+        Server::Floor => "srv-floor".to_string(),
+    };
+    let server_thread = std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            pin_to(0);
+            let cpu = match server {
+                Server::Ringloop(kind) => serve_ringloop(listener, kind, false),
+                Server::RingloopLent(kind) => serve_ringloop(listener, kind, true),
+                Server::Tokio => serve_tokio(listener),
+                Server::Floor => serve_io_uring(listener),
+            };
+            tx.send(cpu).unwrap();
+        })
+        .unwrap();
     let wall = load(addr, size, per_conn, Some(1)).wall;
     let cpu = rx.recv().unwrap();
     server_thread.join().unwrap();
     let total = per_conn * CONNECTIONS;
+    let per_request = |d: Duration| d.as_nanos() as f64 / 1e3 / total as f64;
     (
-        cpu.as_nanos() as f64 / 1e3 / total as f64,
+        per_request(cpu.0),
+        per_request(cpu.1),
         total as f64 / wall.as_secs_f64(),
     )
 }
@@ -469,22 +498,24 @@ fn echo_table(reps: usize, scale: f64) {
     let mut rows = Vec::new();
     for size in SIZES {
         let mut cpu = vec![Vec::new(); servers.len()];
+        let mut user = vec![Vec::new(); servers.len()];
         let mut rps = vec![Vec::new(); servers.len()];
         for rep in 0..reps {
             for (i, &server) in servers.iter().enumerate() {
-                let (c, r) = run(server, size, requests);
+                let (c, u, r) = run(server, size, requests);
                 eprintln!(
-                    "echo {size} B, {}, rep {}: {c:.2} µs CPU/request, {r:.0} requests/s",
+                    "echo {size} B, {}, rep {}: {c:.2} µs CPU/request ({u:.2} user), \
+                     {r:.0} requests/s",
                     server.name(),
                     rep + 1
                 );
                 cpu[i].push(c);
+                user[i].push(u);
                 rps[i].push(r);
             }
         }
-        let cpu: Vec<f64> = cpu.iter().map(|v| median(v)).collect();
-        let rps: Vec<f64> = rps.iter().map(|v| median(v)).collect();
-        rows.push((size, cpu, rps));
+        let med = |v: &Vec<Vec<f64>>| -> Vec<f64> { v.iter().map(|v| median(v)).collect() };
+        rows.push((size, med(&cpu), med(&user), med(&rps)));
     }
     println!();
     println!(
@@ -492,23 +523,32 @@ fn echo_table(reps: usize, scale: f64) {
          median of {reps}"
     );
     println!(
-        "{:<10} {:<23} {:>15} {:>11} {:>9} {:>11} {:>9} {:>11}",
-        "message", "server", "CPU µs/request", "requests/s", "vs tokio", "goal", "vs floor", "goal"
+        "{:<10} {:<23} {:>15} {:>9} {:>11} {:>9} {:>11} {:>9} {:>11}",
+        "message",
+        "server",
+        "CPU µs/request",
+        "user µs",
+        "requests/s",
+        "vs tokio",
+        "goal",
+        "vs floor",
+        "goal"
     );
     let verdict = |goal: Option<f64>, ratio: f64| match goal {
         Some(goal) if ratio <= goal => format!("≤{goal} ok"),
         Some(goal) => format!("≤{goal} MISS"),
         None => String::new(),
     };
-    for (size, cpu, rps) in rows {
+    for (size, cpu, user, rps) in rows {
         for (i, &server) in servers.iter().enumerate() {
             let (vs_tokio, vs_floor) = (cpu[i] / cpu[tokio], cpu[i] / cpu[floor]);
             let (tokio_goal, floor_goal) = server.goal(size);
             println!(
-                "{:<10} {:<23} {:>15.2} {:>11.0} {:>8.2}x {:>11} {:>8.2}x {:>11}",
+                "{:<10} {:<23} {:>15.2} {:>9.2} {:>11.0} {:>8.2}x {:>11} {:>8.2}x {:>11}",
                 format!("{size} B"),
                 server.name(),
                 cpu[i],
+                user[i],
                 rps[i],
                 vs_tokio,
                 verdict(tokio_goal, vs_tokio),

@@ -143,6 +143,12 @@ pub fn pin_to(cpu: usize) {
 
 /// CPU time (user + system) of the calling thread.
 pub fn thread_cpu() -> Duration {
+    let (user, system) = thread_cpu_parts();
+    user + system
+}
+
+/// CPU time of the calling thread: (user, system).
+pub fn thread_cpu_parts() -> (Duration, Duration) {
     // SAFETY: a zeroed rusage is valid; getrusage fills it.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -150,7 +156,7 @@ pub fn thread_cpu() -> Duration {
         ru
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 /// Resident set size of this process in bytes, from /proc/self/status.

@@ -103,13 +103,21 @@ impl Drop for Multishot {
 impl ReadState {
     /// The read in flight finished: let the next read go.
     pub(crate) fn finish(state: &RefCell<ReadState>) {
-        let waiters = {
-            let mut s = state.borrow_mut();
-            s.in_flight = false;
-            std::mem::take(&mut s.waiters)
-        };
-        for w in waiters {
+        state.borrow_mut().in_flight = false;
+        ReadState::wake_all(state);
+    }
+
+    /// Wakes every waiting read, keeping the list's allocation for the next waits (a stream
+    /// read in a loop registers and wakes once per read).
+    fn wake_all(state: &RefCell<ReadState>) {
+        let mut waiters = std::mem::take(&mut state.borrow_mut().waiters);
+        for w in waiters.drain(..) {
+            // A waker may run code that waits on this stream again: no borrow is held.
             w.wake();
+        }
+        let mut s = state.borrow_mut();
+        if s.waiters.is_empty() {
+            s.waiters = waiters;
         }
     }
 
@@ -247,7 +255,7 @@ impl ReadState {
 
     /// One completion of the multishot receive.
     fn on_multishot(state: &RefCell<ReadState>, event: crate::driver::MultishotEvent) {
-        let waiters = {
+        {
             let mut s = state.borrow_mut();
             let more = event.more;
             match event.received() {
@@ -268,11 +276,8 @@ impl ReadState {
                 m.cancelling = true;
                 m.cancel.cancel();
             }
-            std::mem::take(&mut s.waiters)
-        };
-        for w in waiters {
-            w.wake();
         }
+        ReadState::wake_all(state);
     }
 }
 
@@ -394,6 +399,10 @@ impl Stream {
     /// Reads the next bytes of the stream into a buffer the loop picks (see the module's
     /// "Lent reads"); an empty buffer means end of stream.
     pub(crate) async fn read_lent(&self) -> io::Result<LentBuf> {
+        // The common case, a buffer the receive already queued, needs nothing else.
+        if let Some(buf) = self.reads.borrow_mut().lent.pop_front() {
+            return Ok(buf);
+        }
         let pool = crate::driver::current().borrow_mut().buf_pool();
         if let Some(buf) = poll_fn(|cx| self.poll_lent(cx, &pool)).await? {
             return Ok(buf);
