@@ -27,6 +27,9 @@
 //! - `io_uring (floor)`: a hand-written loop against the `io-uring` crate with no
 //!   runtime: ACCEPT, then per connection RECV -> SEND (-> SEND rest) -> RECV, one
 //!   `submit_and_wait(1)` per batch of completions.
+//! - `floor, fixed files` (informative): the same with every accepted socket also in the
+//!   ring's registered file table, RECV and SEND naming it by index: what registered (direct)
+//!   descriptors would save.
 //!
 //! Metrics: the server thread's own CPU time (user + system, `getrusage(RUSAGE_THREAD)` at its
 //! start and end) per request, in µs (and, informative, its user-space part: most of a request
@@ -74,6 +77,8 @@ enum Server {
     Tokio,
     /// The bare io_uring loop.
     Floor,
+    /// The same with registered files (informative).
+    FloorFixed,
 }
 
 impl Server {
@@ -83,6 +88,7 @@ impl Server {
             Server::RingloopLent(kind) => format!("ringloop {} lent", driver_name(kind)),
             Server::Tokio => "tokio".to_string(),
             Server::Floor => "io_uring (floor)".to_string(),
+            Server::FloorFixed => "floor, fixed files".to_string(),
         }
     }
 
@@ -95,7 +101,9 @@ impl Server {
             Server::Ringloop(_) => (Some(0.95), None),
             Server::RingloopLent(DriverKind::IoUring) if size == 64 => (None, Some(0.9)),
             Server::RingloopLent(DriverKind::IoUring) => (Some(0.8), Some(0.9)),
-            Server::RingloopLent(_) | Server::Tokio | Server::Floor => (None, None),
+            Server::RingloopLent(_) | Server::Tokio | Server::Floor | Server::FloorFixed => {
+                (None, None)
+            }
         }
     }
 }
@@ -161,8 +169,10 @@ fn serve_tokio(listener: StdListener) -> (Duration, Duration) {
     start.elapsed()
 }
 
-/// The floor: a bare io_uring echo loop, no runtime, no allocation per request.
-fn serve_io_uring(listener: StdListener) -> (Duration, Duration) {
+/// The floor: a bare io_uring echo loop, no runtime, no allocation per request. With `fixed`,
+/// each accepted socket is also put in the ring's registered file table and named by its
+/// index in RECV and SEND (what direct descriptors would save: the per-SQE file lookup).
+fn serve_io_uring(listener: StdListener, fixed: bool) -> (Duration, Duration) {
     use io_uring::{IoUring, opcode, types};
     const ACCEPT: u64 = 0;
     const RECV: u64 = 1;
@@ -178,6 +188,11 @@ fn serve_io_uring(listener: StdListener) -> (Duration, Duration) {
         .setup_single_issuer()
         .build(256)
         .unwrap();
+    if fixed {
+        ring.submitter()
+            .register_files_sparse(CONNECTIONS as u32)
+            .unwrap();
+    }
     let start = Cpu::start();
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Conn> = Vec::with_capacity(CONNECTIONS);
@@ -190,15 +205,24 @@ fn serve_io_uring(listener: StdListener) -> (Duration, Duration) {
         }
     };
     let recv = |c: &mut Conn, i: usize| {
-        opcode::Recv::new(types::Fd(c.fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
-            .build()
-            .user_data((i as u64) << 2 | RECV)
+        let (p, n) = (c.buf.as_mut_ptr(), c.buf.len() as u32);
+        let e = if fixed {
+            opcode::Recv::new(types::Fixed(i as u32), p, n).build()
+        } else {
+            opcode::Recv::new(types::Fd(c.fd), p, n).build()
+        };
+        e.user_data((i as u64) << 2 | RECV)
     };
     let send = |c: &Conn, i: usize| {
         // SAFETY: sent <= len <= buf.len().
         let p = unsafe { c.buf.as_ptr().add(c.sent) };
-        opcode::Send::new(types::Fd(c.fd), p, (c.len - c.sent) as u32)
-            .flags(libc::MSG_NOSIGNAL)
+        let n = (c.len - c.sent) as u32;
+        let e = if fixed {
+            opcode::Send::new(types::Fixed(i as u32), p, n)
+        } else {
+            opcode::Send::new(types::Fd(c.fd), p, n)
+        };
+        e.flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data((i as u64) << 2 | SEND)
     };
@@ -242,6 +266,11 @@ fn serve_io_uring(listener: StdListener) -> (Duration, Duration) {
                         sent: 0,
                     });
                     let i = conns.len() - 1;
+                    if fixed {
+                        ring.submitter()
+                            .register_files_update(i as u32, &[res])
+                            .unwrap();
+                    }
                     push(&mut ring, recv(&mut conns[i], i));
                     accepted += 1;
                     if accepted < CONNECTIONS {
@@ -303,6 +332,7 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64, f64) {
         Server::RingloopLent(kind) => format!("srv-lent-{}", driver_name(kind)),
         Server::Tokio => "srv-tokio".to_string(),
         Server::Floor => "srv-floor".to_string(),
+        Server::FloorFixed => "srv-floor-fixed".to_string(),
     };
     let server_thread = std::thread::Builder::new()
         .name(thread_name)
@@ -312,7 +342,8 @@ fn run(server: Server, size: usize, requests: usize) -> (f64, f64, f64) {
                 Server::Ringloop(kind) => serve_ringloop(listener, kind, false),
                 Server::RingloopLent(kind) => serve_ringloop(listener, kind, true),
                 Server::Tokio => serve_tokio(listener),
-                Server::Floor => serve_io_uring(listener),
+                Server::Floor => serve_io_uring(listener, false),
+                Server::FloorFixed => serve_io_uring(listener, true),
             };
             tx.send(cpu).unwrap();
         })
@@ -491,7 +522,7 @@ fn echo_table(reps: usize, scale: f64) {
         .into_iter()
         .map(Server::Ringloop)
         .chain(DRIVERS.into_iter().map(Server::RingloopLent))
-        .chain([Server::Tokio, Server::Floor])
+        .chain([Server::Tokio, Server::Floor, Server::FloorFixed])
         .collect();
     let tokio = servers.iter().position(|&s| s == Server::Tokio).unwrap();
     let floor = servers.iter().position(|&s| s == Server::Floor).unwrap();
