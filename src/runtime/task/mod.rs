@@ -19,6 +19,7 @@
 //! handle that was never awaited detaches: the task runs on.
 
 pub(crate) mod raw;
+pub(crate) mod registry;
 pub(crate) mod state;
 
 use std::fmt;

@@ -435,13 +435,13 @@ impl RawTask {
     }
 
     /// Loop thread: the bookkeeping once the output is stored: marks the task complete, takes
-    /// it out of the loop's registry (`leave_registry` gets the key and returns the registry's
-    /// reference, which is released last), wakes the awaiter, runs the done callbacks (all of
-    /// them see the output), and drops the output if no handle owns it.
-    pub(crate) fn complete(&self, leave_registry: impl FnOnce(u32) -> Option<RawTask>) {
+    /// it out of the loop's registry (`leave_registry` gets the header and returns the
+    /// registry's reference, which is released last), wakes the awaiter, runs the done
+    /// callbacks (all of them see the output), and drops the output if no handle owns it.
+    pub(crate) fn complete(&self, leave_registry: impl FnOnce(NonNull<Header>) -> Option<RawTask>) {
         let header = self.header();
         header.state.complete();
-        let in_registry = leave_registry(header.state.registry_key());
+        let in_registry = leave_registry(self.ptr);
         if let Some(waker) = header.join_waker.take() {
             scheduler::wake_guarded(waker);
         }
@@ -597,10 +597,10 @@ mod loom_tests {
     use super::*;
     use crate::runtime::inject::Injected;
     use crate::runtime::task::Task;
+    use crate::runtime::task::registry::Registry;
     use loom::sync::Mutex;
     use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::thread;
-    use slab::Slab;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -636,7 +636,7 @@ mod loom_tests {
     struct ModelLoop {
         shared: Arc<Shared>,
         queue: RefCell<VecDeque<RawTask>>,
-        registry: RefCell<Slab<RawTask>>,
+        registry: RefCell<Registry>,
         current: Cell<Option<NonNull<Header>>>,
     }
 
@@ -645,7 +645,7 @@ mod loom_tests {
             ModelLoop {
                 shared: Arc::new(Shared::new(None)),
                 queue: RefCell::new(VecDeque::new()),
-                registry: RefCell::new(Slab::new()),
+                registry: RefCell::new(Registry::new()),
                 current: Cell::new(None),
             }
         }
@@ -661,8 +661,7 @@ mod loom_tests {
                     RawTask::from_owned(ptr),
                 )
             };
-            let key = self.registry.borrow_mut().insert(in_registry);
-            handle.header().state.set_registry_key(key as u32);
+            self.registry.borrow_mut().insert(in_registry);
             self.queue.borrow_mut().push_back(in_queue);
             // SAFETY: the cell was allocated for F.
             unsafe { Task::from_raw(handle) }
@@ -674,7 +673,7 @@ mod loom_tests {
                 let task = self.queue.borrow_mut().pop_front();
                 let Some(task) = task else { break };
                 if task.run(&self.current) == Ran::Finished {
-                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                    task.complete(|ptr| self.registry.borrow_mut().remove(ptr));
                 }
             }
         }
@@ -733,16 +732,11 @@ mod loom_tests {
         /// every task left (its future dropped here), drop the run queue.
         fn close(self) {
             drop(self.shared.close());
-            let tasks: Vec<RawTask> = self
-                .registry
-                .borrow()
-                .iter()
-                .map(|(_, t)| t.clone())
-                .collect();
+            let tasks = self.registry.borrow().tasks();
             for task in tasks {
                 if !task.header().state.is_complete() {
                     task.cancel_now();
-                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                    task.complete(|ptr| self.registry.borrow_mut().remove(ptr));
                 }
             }
             self.queue.borrow_mut().clear();
