@@ -560,3 +560,53 @@ fn a_task_panic_can_be_resumed_with_its_message() {
     let cancelled = JoinError::Cancelled.try_into_panic().unwrap_err();
     assert!(cancelled.is_cancelled());
 }
+
+/// Pin's drop guarantee: a task's future is dropped where it was polled, never moved out of
+/// the cell first, whether it finished or was cancelled.
+#[test]
+fn a_task_future_is_dropped_where_it_was_polled() {
+    struct Pinned {
+        ready: bool,
+        polled_at: Rc<Cell<usize>>,
+        dropped_at: Rc<Cell<usize>>,
+        _pin: std::marker::PhantomPinned,
+    }
+    impl std::future::Future for Pinned {
+        type Output = ();
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<()> {
+            self.polled_at.set(std::ptr::from_ref(&*self) as usize);
+            if self.ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+    impl Drop for Pinned {
+        fn drop(&mut self) {
+            self.dropped_at.set(std::ptr::from_ref(self) as usize);
+        }
+    }
+    use std::task::Poll;
+    for ready in [true, false] {
+        let (polled_at, dropped_at) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        ringloop::run({
+            let (polled_at, dropped_at) = (polled_at.clone(), dropped_at.clone());
+            async move {
+                let task = ringloop::spawn(Pinned {
+                    ready,
+                    polled_at,
+                    dropped_at,
+                    _pin: std::marker::PhantomPinned,
+                });
+                ringloop::yield_now().await;
+                if !ready {
+                    task.cancel();
+                }
+                let _ = task.await;
+            }
+        });
+        assert_ne!(polled_at.get(), 0, "polled");
+        assert_eq!(dropped_at.get(), polled_at.get(), "ready: {ready}");
+    }
+}

@@ -17,7 +17,7 @@ use crate::callbacks::run_guarded;
 use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
-use crate::runtime::task::raw::{self, Header, Ran, RawTask};
+use crate::runtime::task::raw::{self, Header, Ran, RawTask, Sites};
 use crate::runtime::task::registry::Registry;
 use crate::runtime::task::{Task, TaskRef};
 use crate::runtime::time::LocalMarker;
@@ -45,6 +45,8 @@ pub(crate) struct Local {
     spawn_queue: RefCell<VecDeque<RawTask>>,
     /// Every task that has not finished.
     registry: RefCell<Registry>,
+    /// What the tasks spawned at one place share (vtable, location, this loop), by place.
+    sites: RefCell<Sites>,
     pub(crate) timers: RefCell<Timers>,
     /// `call_soon` callbacks in FIFO order (their closures live in `timers`).
     soon: RefCell<VecDeque<TimerKey>>,
@@ -72,13 +74,13 @@ pub(crate) fn schedule(task: RawTask) {
     context::with_local(|local| {
         let ours = task
             .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(&local.shared, &t.header().owner));
+            .is_some_and(|t| Arc::ptr_eq(&local.shared, t.header().owner()));
         if ours && !local.closed.get() {
             local.run_queue.borrow_mut().extend(task.take());
         }
     });
     let Some(task) = task else { return };
-    let owner = task.header().owner.clone();
+    let owner = task.header().owner().clone();
     // A closed loop refuses the push; the task's future is already gone, so dropping the
     // reference here (possibly on another thread) is fine.
     let _ = owner.push(Injected::Wake(task));
@@ -93,6 +95,7 @@ impl Local {
         Local {
             blocking_threads,
             blocking_pool: RefCell::new(None),
+            sites: RefCell::new(Sites::new(shared.clone())),
             shared,
             driver: Rc::new(RefCell::new(driver)),
             marker: Rc::new(LocalMarker),
@@ -127,7 +130,7 @@ impl Local {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         // Three references: the Task handle, the registry and the run-queue entry.
-        let ptr = raw::allocate(future, self.shared.clone(), id, location, 3);
+        let ptr = raw::allocate(&mut self.sites.borrow_mut(), future, location, id, 3);
         // SAFETY: `allocate` counted three references; each RawTask below takes one.
         let (handle, in_registry, in_queue) = unsafe {
             (

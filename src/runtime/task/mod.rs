@@ -212,7 +212,7 @@ impl<T> Task<T> {
 
     /// Where the task was spawned.
     pub fn location(&self) -> &'static Location<'static> {
-        self.header().location
+        self.header().location()
     }
 
     /// True once the task finished: returned, panicked, or was cancelled.
@@ -412,7 +412,7 @@ fn debug_task(header: &raw::Header, f: &mut fmt::Formatter<'_>, ty: &str) -> fmt
         .field("id", &header.id)
         .field("name", &name_of(header))
         .field("state", &state_of(header))
-        .field("spawned_at", &format_args!("{}", header.location))
+        .field("spawned_at", &format_args!("{}", header.location()))
         .finish()
 }
 
@@ -520,7 +520,7 @@ impl TaskRef {
 
     /// Where the task was spawned.
     pub fn location(&self) -> &'static Location<'static> {
-        self.raw.header().location
+        self.raw.header().location()
     }
 
     /// The task's state.
