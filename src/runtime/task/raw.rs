@@ -534,8 +534,11 @@ impl RawTask {
     }
 
     pub(crate) fn drop_output(&self) {
-        // SAFETY: as for `poll`.
-        unsafe { (self.header().vtable().drop_output)(self.ptr) }
+        // Most often the handle took the output: then there is nothing to call.
+        if self.header().state.stage() == Stage::Output {
+            // SAFETY: as for `poll`.
+            unsafe { (self.header().vtable().drop_output)(self.ptr) }
+        }
     }
 
     /// # Safety
