@@ -610,3 +610,37 @@ fn a_task_future_is_dropped_where_it_was_polled() {
         assert_eq!(dropped_at.get(), polled_at.get(), "ready: {ready}");
     }
 }
+
+/// A task keeps one awaiter: polling its `Join` again with the same waker keeps it, with another
+/// waker replaces it, and completion wakes the last one only.
+#[test]
+fn the_last_awaiter_of_a_task_is_the_one_woken() {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    ringloop::run(async {
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut join = ringloop::spawn(async { 7 }).into_future();
+        for waker in [&wa, &wa, &wb] {
+            let polled = Pin::new(&mut join).poll(&mut Context::from_waker(waker));
+            assert!(polled.is_pending());
+        }
+        ringloop::yield_now().await;
+        assert_eq!(a.0.load(Ordering::SeqCst), 0, "replaced, never woken");
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        let polled = Pin::new(&mut join).poll(&mut Context::from_waker(&wb));
+        assert_eq!(polled, Poll::Ready(Ok(7)));
+    });
+}

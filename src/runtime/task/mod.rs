@@ -310,12 +310,7 @@ impl<T> Task<T> {
         if self.is_done() {
             return Poll::Ready(());
         }
-        let header = self.header();
-        let waker = header.join_waker.take();
-        match waker {
-            Some(w) if w.will_wake(cx.waker()) => header.join_waker.set(Some(w)),
-            _ => header.join_waker.set(Some(cx.waker().clone())),
-        }
+        self.header().set_awaiter(cx.waker());
         Poll::Pending
     }
 

@@ -9,19 +9,21 @@
 //!
 //! A spawn's cost is dominated by the memory it touches: the cell is written once at spawn,
 //! again at completion, and every fresh page of it is a page fault. So the cell keeps only what
-//! differs from task to task (the state, the id, the awaiter, the rarely used extra data and
-//! the stage), 56 bytes of header; what all the tasks spawned at one place with one future type
-//! on one loop share (the vtable, the spawn location, the owner loop) is one [`Site`], made
-//! once per loop and place (see [`Sites`]) and reached through one pointer. The stage is a
-//! union of the future and the output, not an enum: `State::stage` says which it holds, in
-//! the padding of the state, so a task costs its header plus the larger of its future and its
-//! output.
+//! differs from task to task (the state, the id, the rarely used extra data and the stage),
+//! 40 bytes of header; what all the tasks spawned at one place with one future type on one
+//! loop share (the vtable, the spawn location, the owner loop) is one [`Site`], made once per
+//! loop and place (see [`Sites`]) and reached through one pointer. A task's awaiter (the waker
+//! of whoever awaits it before it finished) lives in its site too, in a slab, with only the
+//! slab key (32 bits, beside the 32-bit reference count) in the header: most tasks never have
+//! one, and those that do have it for a while only. The stage is a union of the future and the
+//! output, not an enum: `State::stage` says which it holds, in the padding of the state, so a
+//! task costs its header plus the larger of its future and its output.
 //!
 //! The atomics and the stage's `UnsafeCell` come from the `crate::loom` facade, so the
 //! `loom_tests` below check this very code.
 
 use std::any::TypeId;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,6 +33,8 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+use slab::Slab;
 
 use super::JoinError;
 use super::state::{Run, Stage, State};
@@ -57,8 +61,10 @@ pub(crate) struct Extra {
 ///   from any thread), the lifecycle flags and what the stage holds (loop thread only); see
 ///   `state.rs` for the bits, their legal combinations and who may perform which transition.
 ///   `site` and `id` never change after spawn and may be read from any thread.
-/// * Every `Cell` field, the stage and everything they own are touched only on the owner
-///   loop's thread. This is what lets a task's future be `!Send`.
+/// * Every `Cell` field, the stage, the site's awaiter slab and everything they own are
+///   touched only on the owner loop's thread. This is what lets a task's future be `!Send`.
+/// * `awaiter` is set only while the task is not complete (completion takes it out), so a
+///   cell is never freed holding a key into the slab.
 /// * The cell is freed when the count reaches zero. References are held by: the `Task` handle
 ///   (until dropped), the loop's registry (until the task completes), each queue entry, each
 ///   `Waker` and each `TaskRef`.
@@ -69,15 +75,18 @@ pub(crate) struct Extra {
 #[repr(C)]
 pub(crate) struct Header {
     /// References, `scheduled`, the lifecycle flags, what the stage holds and the registry key;
-    /// private fields, named transitions.
+    /// private fields, named transitions. 12 bytes, so that `awaiter` fills its last word.
     pub(crate) state: State,
+    /// The key of whoever awaits the task in `site.awaiters`, or `NO_AWAITER`.
+    awaiter: Cell<u32>,
     /// The vtable, spawn location and owner loop, shared with the tasks of the same site.
     pub(crate) site: Arc<Site>,
     pub(crate) id: u64,
-    /// The waker of whoever awaits the task.
-    pub(crate) join_waker: Cell<Option<Waker>>,
     pub(crate) extra: Cell<Option<Box<Extra>>>,
 }
+
+/// `Header::awaiter` when nobody awaits the task.
+const NO_AWAITER: u32 = u32::MAX;
 
 impl Header {
     /// Runs `f` on the task's extra data, allocating it on first use.
@@ -101,6 +110,35 @@ impl Header {
     fn vtable(&self) -> &Vtable {
         &self.site.vtable
     }
+
+    /// Makes `waker` the task's awaiter (woken when it completes), replacing any other; keeps
+    /// the one it has if that would wake the same task. Loop thread, task not complete.
+    pub(crate) fn set_awaiter(&self, waker: &Waker) {
+        let key = self.awaiter.get();
+        if key != NO_AWAITER && self.site.awaiters.borrow()[key as usize].will_wake(waker) {
+            return;
+        }
+        // Cloned and dropped outside the borrow: a waker's clone and drop are foreign code.
+        let new = waker.clone();
+        let old = {
+            let mut awaiters = self.site.awaiters.borrow_mut();
+            if key == NO_AWAITER {
+                let key = awaiters.insert(new);
+                let key = u32::try_from(key).expect("ringloop: more than 4 billion awaiters");
+                self.awaiter.set(key);
+                None
+            } else {
+                Some(std::mem::replace(&mut awaiters[key as usize], new))
+            }
+        };
+        drop(old);
+    }
+
+    /// Takes the task's awaiter out, if it has one. Loop thread.
+    fn take_awaiter(&self) -> Option<Waker> {
+        let key = self.awaiter.replace(NO_AWAITER);
+        (key != NO_AWAITER).then(|| self.site.awaiters.borrow_mut().remove(key as usize))
+    }
 }
 
 /// Type-specific operations on a cell, reached through the header's site.
@@ -122,14 +160,25 @@ pub(crate) struct Vtable {
 
 /// What the tasks spawned at one place, with one future type, on one loop share: the vtable
 /// (a copy, so that a call through the header costs the two loads it would through a
-/// `&'static Vtable`), the spawn location and the owner loop. Each cell holds a counted
-/// reference, so a site lives as long as the last of its cells, on whatever thread that is
-/// freed.
+/// `&'static Vtable`), the spawn location, the owner loop, and the awaiters of those of its
+/// tasks that are awaited. Each cell holds a counted reference, so a site lives as long as the
+/// last of its cells, on whatever thread that is freed (by then its slab is empty: see the
+/// header's ground rules).
 pub(crate) struct Site {
     vtable: Vtable,
     location: &'static Location<'static>,
     owner: Arc<Shared>,
+    /// The wakers of whoever awaits an unfinished task of this site, keyed by
+    /// `Header::awaiter`. Loop thread only, like the header's `Cell`s.
+    awaiters: RefCell<Slab<Waker>>,
 }
+
+// SAFETY: other threads reach a site only through a task's header (wakers, queue entries,
+// `RawTask`s), and only read its immutable fields (`vtable`, `location`, `owner`) or drop it
+// after its last cell, when the slab is empty. The slab, the one field behind a `RefCell`, is
+// touched only on the owner loop's thread: by `Task` handles (which are `!Send`) and by the loop's
+// completion of a task (see the `Header` ground rules).
+unsafe impl Sync for Site {}
 
 /// A site's identity: the future's type and the spawn location's address.
 type SiteKey = (TypeId, usize);
@@ -177,6 +226,7 @@ impl Sites {
                 vtable: *vtable,
                 location,
                 owner: owner.clone(),
+                awaiters: RefCell::new(Slab::new()),
             })
         });
         self.last = Some((key, site.clone()));
@@ -188,7 +238,9 @@ impl Sites {
     #[cfg(all(test, loom))]
     fn only_cached(&mut self) -> bool {
         self.last = None;
-        self.all.values().all(|site| Arc::strong_count(site) == 1)
+        self.all
+            .values()
+            .all(|site| Arc::strong_count(site) == 1 && site.awaiters.borrow().is_empty())
     }
 }
 
@@ -246,7 +298,7 @@ pub(crate) fn allocate<F>(
     future: F,
     location: &'static Location<'static>,
     id: u64,
-    refs: usize,
+    refs: u32,
 ) -> NonNull<Header>
 where
     F: Future + 'static,
@@ -255,9 +307,9 @@ where
     let cell = Box::new(TaskCell {
         header: Header {
             state: State::new(refs),
+            awaiter: Cell::new(NO_AWAITER),
             site: sites.get::<F>(location),
             id,
-            join_waker: Cell::new(None),
             extra: Cell::new(None),
         },
         stage: UnsafeCell::new(StageData {
@@ -463,6 +515,11 @@ unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
     let empty = cell
         .stage
         .with(|_| cell.header.state.stage() == Stage::Empty);
+    debug_assert_eq!(
+        cell.header.awaiter.get(),
+        NO_AWAITER,
+        "ringloop: a task cell freed with an awaiter"
+    );
     if empty {
         // The union needs no drop; the header's fields drop with the box.
         drop(cell);
@@ -611,7 +668,7 @@ impl RawTask {
         let header = self.header();
         header.state.complete();
         let in_registry = leave_registry(self.ptr);
-        if let Some(waker) = header.join_waker.take() {
+        if let Some(waker) = header.take_awaiter() {
             scheduler::wake_guarded(waker);
         }
         let callbacks = header
@@ -735,19 +792,24 @@ mod tests {
     use super::*;
 
     /// The header is the per-task cost beyond the future: keep it from growing unnoticed
-    /// (56 bytes and a 16-byte stage make a small task a 72-byte allocation, which glibc's
-    /// malloc serves from an 80-byte chunk).
+    /// (40 bytes and a 16-byte stage make a small task a 56-byte allocation, which glibc's
+    /// malloc serves from a 64-byte chunk).
     #[test]
     fn header_stays_small() {
+        assert_eq!(
+            std::mem::size_of::<State>(),
+            12,
+            "the awaiter key fills its word"
+        );
         assert!(
-            std::mem::size_of::<Header>() <= 56,
+            std::mem::size_of::<Header>() <= 40,
             "{}",
             std::mem::size_of::<Header>()
         );
         let small = std::mem::size_of::<StageData<std::future::Ready<usize>>>();
         assert!(small <= 16, "stage of a ready usize: {small}");
         let cell = std::mem::size_of::<TaskCell<std::future::Ready<usize>>>();
-        assert!(cell <= 72, "cell of a ready usize: {cell}");
+        assert!(cell <= 56, "cell of a ready usize: {cell}");
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! | field       | type          | who touches it | what it is |
 //! |-------------|---------------|----------------|------------|
-//! | `refs`      | `AtomicUsize` | any thread     | counted references to the cell |
+//! | `refs`      | `AtomicU32`   | any thread     | counted references to the cell (32 bits, so that the state and the header's awaiter key fill 16 bytes; past 2^31 references the process aborts, as `Arc` does past `isize::MAX`) |
 //! | `scheduled` | `AtomicBool`  | any thread     | the task is in a run queue or on its way to one |
 //! | `flags`     | `Cell<u8>`    | loop thread    | the lifecycle bits below |
 //! | `stage`     | `Cell<Stage>` | loop thread    | what the cell's stage holds: the future, the output, or nothing (the stage itself is a union in `raw.rs`) |
@@ -73,7 +73,7 @@
 
 use std::cell::Cell;
 
-use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 /// The task's output is stored: it returned, panicked, or was cancelled.
 const COMPLETE: u8 = 1 << 0;
@@ -130,7 +130,7 @@ pub(crate) enum CancelRequest {
 
 /// See the module docs.
 pub(crate) struct State {
-    refs: AtomicUsize,
+    refs: AtomicU32,
     scheduled: AtomicBool,
     flags: Cell<u8>,
     stage: Cell<Stage>,
@@ -139,9 +139,9 @@ pub(crate) struct State {
 
 impl State {
     /// A new task's state: `refs` references, scheduled (its spawn queues it), no flag.
-    pub(crate) fn new(refs: usize) -> State {
+    pub(crate) fn new(refs: u32) -> State {
         State {
-            refs: AtomicUsize::new(refs),
+            refs: AtomicU32::new(refs),
             scheduled: AtomicBool::new(true),
             flags: Cell::new(0),
             stage: Cell::new(Stage::Future),
@@ -157,7 +157,7 @@ impl State {
         // Relaxed suffices: a new reference is made from an existing one, which keeps the cell
         // alive (the `Arc::clone` argument).
         let prev = self.refs.fetch_add(1, Ordering::Relaxed);
-        if prev > isize::MAX as usize {
+        if prev > i32::MAX as u32 {
             std::process::abort();
         }
     }
