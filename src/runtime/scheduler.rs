@@ -114,6 +114,7 @@ impl Local {
         }
     }
 
+    #[inline] // See `task::spawn`.
     pub(crate) fn spawn<F>(
         &self,
         future: F,

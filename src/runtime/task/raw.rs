@@ -293,6 +293,7 @@ struct TaskCell<F: Future> {
 
 /// Allocates a cell for `future`, spawned at `location`, with `refs` initial references and
 /// `scheduled` set; its site is found in (or added to) `sites`.
+#[inline] // See `task::spawn`.
 pub(crate) fn allocate<F>(
     sites: &mut Sites,
     future: F,
