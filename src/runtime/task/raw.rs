@@ -516,12 +516,13 @@ unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
     let empty = cell
         .stage
         .with(|_| cell.header.state.stage() == Stage::Empty);
-    debug_assert_eq!(
-        cell.header.awaiter.get(),
-        NO_AWAITER,
-        "ringloop: a task cell freed with an awaiter"
-    );
     if empty {
+        // Completion took the awaiter out, as it did the future.
+        debug_assert_eq!(
+            cell.header.awaiter.get(),
+            NO_AWAITER,
+            "ringloop: a task cell freed with an awaiter"
+        );
         // The union needs no drop; the header's fields drop with the box.
         drop(cell);
     } else {
