@@ -560,3 +560,87 @@ fn a_task_panic_can_be_resumed_with_its_message() {
     let cancelled = JoinError::Cancelled.try_into_panic().unwrap_err();
     assert!(cancelled.is_cancelled());
 }
+
+/// Pin's drop guarantee: a task's future is dropped where it was polled, never moved out of
+/// the cell first, whether it finished or was cancelled.
+#[test]
+fn a_task_future_is_dropped_where_it_was_polled() {
+    struct Pinned {
+        ready: bool,
+        polled_at: Rc<Cell<usize>>,
+        dropped_at: Rc<Cell<usize>>,
+        _pin: std::marker::PhantomPinned,
+    }
+    impl std::future::Future for Pinned {
+        type Output = ();
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<()> {
+            self.polled_at.set(std::ptr::from_ref(&*self) as usize);
+            if self.ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+    impl Drop for Pinned {
+        fn drop(&mut self) {
+            self.dropped_at.set(std::ptr::from_ref(self) as usize);
+        }
+    }
+    use std::task::Poll;
+    for ready in [true, false] {
+        let (polled_at, dropped_at) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        ringloop::run({
+            let (polled_at, dropped_at) = (polled_at.clone(), dropped_at.clone());
+            async move {
+                let task = ringloop::spawn(Pinned {
+                    ready,
+                    polled_at,
+                    dropped_at,
+                    _pin: std::marker::PhantomPinned,
+                });
+                ringloop::yield_now().await;
+                if !ready {
+                    task.cancel();
+                }
+                let _ = task.await;
+            }
+        });
+        assert_ne!(polled_at.get(), 0, "polled");
+        assert_eq!(dropped_at.get(), polled_at.get(), "ready: {ready}");
+    }
+}
+
+/// A task keeps one awaiter: polling its `Join` again with the same waker keeps it, with another
+/// waker replaces it, and completion wakes the last one only.
+#[test]
+fn the_last_awaiter_of_a_task_is_the_one_woken() {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    ringloop::run(async {
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut join = ringloop::spawn(async { 7 }).into_future();
+        for waker in [&wa, &wa, &wb] {
+            let polled = Pin::new(&mut join).poll(&mut Context::from_waker(waker));
+            assert!(polled.is_pending());
+        }
+        ringloop::yield_now().await;
+        assert_eq!(a.0.load(Ordering::SeqCst), 0, "replaced, never woken");
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        let polled = Pin::new(&mut join).poll(&mut Context::from_waker(&wb));
+        assert_eq!(polled, Poll::Ready(Ok(7)));
+    });
+}

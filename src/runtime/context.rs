@@ -12,6 +12,7 @@ thread_local! {
 }
 
 /// Runs `f` with the current thread's loop, or returns `None` outside a runtime.
+#[inline] // See `task::spawn`.
 pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     let ptr = CURRENT.with(Cell::get);
     if ptr.is_null() {

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
-
 use crate::callbacks::run_guarded;
 
 use crate::driver::{Driver, DriverRef};
 use crate::runtime::context;
 use crate::runtime::inject::{Injected, Shared};
-use crate::runtime::task::raw::{self, Header, Ran, RawTask};
+use crate::runtime::task::raw::{self, Header, Ran, RawTask, Sites};
+use crate::runtime::task::registry::Registry;
 use crate::runtime::task::{Task, TaskRef};
 use crate::runtime::time::LocalMarker;
 use crate::runtime::timer::{Action, TimerKey, Timers};
@@ -44,8 +43,10 @@ pub(crate) struct Local {
     /// burst of spawns cannot delay woken tasks (a timer that fired, an I/O completion) by
     /// more than one pass: each pass serves both queues.
     spawn_queue: RefCell<VecDeque<RawTask>>,
-    /// Every task that has not finished, keyed by `Header::registry_key`.
-    registry: RefCell<Slab<RawTask>>,
+    /// Every task that has not finished.
+    registry: RefCell<Registry>,
+    /// What the tasks spawned at one place share (vtable, location, this loop), by place.
+    sites: RefCell<Sites>,
     pub(crate) timers: RefCell<Timers>,
     /// `call_soon` callbacks in FIFO order (their closures live in `timers`).
     soon: RefCell<VecDeque<TimerKey>>,
@@ -73,13 +74,13 @@ pub(crate) fn schedule(task: RawTask) {
     context::with_local(|local| {
         let ours = task
             .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(&local.shared, &t.header().owner));
+            .is_some_and(|t| Arc::ptr_eq(&local.shared, t.header().owner()));
         if ours && !local.closed.get() {
             local.run_queue.borrow_mut().extend(task.take());
         }
     });
     let Some(task) = task else { return };
-    let owner = task.header().owner.clone();
+    let owner = task.header().owner().clone();
     // A closed loop refuses the push; the task's future is already gone, so dropping the
     // reference here (possibly on another thread) is fine.
     let _ = owner.push(Injected::Wake(task));
@@ -94,12 +95,13 @@ impl Local {
         Local {
             blocking_threads,
             blocking_pool: RefCell::new(None),
+            sites: RefCell::new(Sites::new(shared.clone())),
             shared,
             driver: Rc::new(RefCell::new(driver)),
             marker: Rc::new(LocalMarker),
             run_queue: RefCell::new(VecDeque::with_capacity(256)),
             spawn_queue: RefCell::new(VecDeque::with_capacity(256)),
-            registry: RefCell::new(Slab::new()),
+            registry: RefCell::new(Registry::new()),
             timers: RefCell::new(Timers::new()),
             soon: RefCell::new(VecDeque::new()),
             current: Cell::new(None),
@@ -112,6 +114,7 @@ impl Local {
         }
     }
 
+    #[inline] // See `task::spawn`.
     pub(crate) fn spawn<F>(
         &self,
         future: F,
@@ -128,7 +131,7 @@ impl Local {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         // Three references: the Task handle, the registry and the run-queue entry.
-        let ptr = raw::allocate(future, self.shared.clone(), id, location, 3);
+        let ptr = raw::allocate(&mut self.sites.borrow_mut(), future, location, id, 3);
         // SAFETY: `allocate` counted three references; each RawTask below takes one.
         let (handle, in_registry, in_queue) = unsafe {
             (
@@ -137,9 +140,7 @@ impl Local {
                 RawTask::from_owned(ptr),
             )
         };
-        let key = self.registry.borrow_mut().insert(in_registry);
-        let key = u32::try_from(key).expect("ringloop: more than 4 billion live tasks");
-        handle.header().state.set_registry_key(key);
+        self.registry.borrow_mut().insert(in_registry);
         self.spawn_queue.borrow_mut().push_back(in_queue);
         // SAFETY: the cell was allocated for F, whose output type is F::Output.
         unsafe { Task::from_raw(handle) }
@@ -153,12 +154,8 @@ impl Local {
     }
 
     pub(crate) fn all_tasks(&self) -> Vec<TaskRef> {
-        let mut tasks: Vec<TaskRef> = self
-            .registry
-            .borrow()
-            .iter()
-            .map(|(_, t)| TaskRef::new(t.clone()))
-            .collect();
+        let tasks = self.registry.borrow().tasks();
+        let mut tasks: Vec<TaskRef> = tasks.into_iter().map(TaskRef::new).collect();
         tasks.sort_by_key(TaskRef::id);
         tasks
     }
@@ -194,7 +191,7 @@ impl Local {
 
     /// Bookkeeping once a task's output is stored (see `RawTask::complete`).
     fn complete(&self, task: &RawTask) {
-        task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+        task.complete(|ptr| self.registry.borrow_mut().remove(ptr));
     }
 
     /// One pass of the loop; `main_ready` tells whether the `block_on` future was woken (then
@@ -339,12 +336,7 @@ impl Local {
         // spawn or wake tasks, and done callbacks added to finished tasks are queued with
         // call_soon; so repeat until there is neither a live task nor a queued callback.
         loop {
-            let tasks: Vec<RawTask> = self
-                .registry
-                .borrow()
-                .iter()
-                .map(|(_, t)| t.clone())
-                .collect();
+            let tasks = self.registry.borrow().tasks();
             let callbacks = !self.soon.borrow().is_empty();
             if tasks.is_empty() && !callbacks {
                 break;

@@ -1,13 +1,32 @@
-//! The task cell: one allocation holding the header, the future and then its output; the
-//! reference counting; the type-erased vtable; the `Waker` built on the cell; and the loop's
-//! two steps on a task, [`RawTask::run`] and [`RawTask::complete`]. The task's state (count,
-//! `scheduled`, flags) lives in [`State`] (`state.rs`), changed only through its transitions.
+//! The task cell: one allocation holding the header and the stage (the future, then its
+//! output, in the same bytes); the reference counting; the type-erased vtable and the [`Site`]
+//! that carries it; the `Waker` built on the cell; and the loop's two steps on a task,
+//! [`RawTask::run`] and [`RawTask::complete`]. The task's state (count, `scheduled`, flags,
+//! what the stage holds) lives in [`State`] (`state.rs`), changed only through its
+//! transitions.
+//!
+//! # Why the cell is laid out as it is
+//!
+//! A spawn's cost is dominated by the memory it touches: the cell is written once at spawn,
+//! again at completion, and every fresh page of it is a page fault. So the cell keeps only what
+//! differs from task to task (the state, the id, the rarely used extra data and the stage),
+//! 40 bytes of header; what all the tasks spawned at one place with one future type on one
+//! loop share (the vtable, the spawn location, the owner loop) is one [`Site`], made once per
+//! loop and place (see [`Sites`]) and reached through one pointer. A task's awaiter (the waker
+//! of whoever awaits it before it finished) lives in its site too, in a slab, with only the
+//! slab key (32 bits, beside the 32-bit reference count) in the header: most tasks never have
+//! one, and those that do have it for a while only. The stage is a union of the future and the
+//! output, not an enum: `State::stage` says which it holds, in the padding of the state, so a
+//! task costs its header plus the larger of its future and its output.
 //!
 //! The atomics and the stage's `UnsafeCell` come from the `crate::loom` facade, so the
 //! `loom_tests` below check this very code.
 
-use std::cell::Cell;
+use std::any::TypeId;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
@@ -15,8 +34,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
+use slab::Slab;
+
 use super::JoinError;
-use super::state::{Run, State};
+use super::state::{Run, Stage, State};
 use crate::callbacks::{Callbacks, run_guarded};
 use crate::loom::cell::UnsafeCell;
 use crate::runtime::inject::Shared;
@@ -37,11 +58,13 @@ pub(crate) struct Extra {
 /// # Ground rules
 ///
 /// * `state` holds the reference count and the `scheduled` flag (atomics: wakers touch them
-///   from any thread) and the lifecycle flags (loop thread only); see `state.rs` for the bits,
-///   their legal combinations and who may perform which transition. `vtable`, `owner`, `id`
-///   and `location` never change after spawn and may be read from any thread.
-/// * Every `Cell` field, the stage and everything they own are touched only on the owner
-///   loop's thread. This is what lets a task's future be `!Send`.
+///   from any thread), the lifecycle flags and what the stage holds (loop thread only); see
+///   `state.rs` for the bits, their legal combinations and who may perform which transition.
+///   `site` and `id` never change after spawn and may be read from any thread.
+/// * Every `Cell` field, the stage, the site's awaiter slab and everything they own are
+///   touched only on the owner loop's thread. This is what lets a task's future be `!Send`.
+/// * `awaiter` is set only while the task is not complete (completion takes it out), so a
+///   cell is never freed holding a key into the slab.
 /// * The cell is freed when the count reaches zero. References are held by: the `Task` handle
 ///   (until dropped), the loop's registry (until the task completes), each queue entry, each
 ///   `Waker` and each `TaskRef`.
@@ -51,18 +74,19 @@ pub(crate) struct Extra {
 ///   off-thread never drops `!Send` data.
 #[repr(C)]
 pub(crate) struct Header {
-    /// References, `scheduled`, the lifecycle flags and the registry key; private fields,
-    /// named transitions.
+    /// References, `scheduled`, the lifecycle flags, what the stage holds and the registry key;
+    /// private fields, named transitions. 12 bytes, so that `awaiter` fills its last word.
     pub(crate) state: State,
-    pub(crate) vtable: &'static Vtable,
-    /// The loop that owns the task: wakes from other threads go to its inject queue.
-    pub(crate) owner: Arc<Shared>,
+    /// The key of whoever awaits the task in `site.awaiters`, or `NO_AWAITER`.
+    awaiter: Cell<u32>,
+    /// The vtable, spawn location and owner loop, shared with the tasks of the same site.
+    pub(crate) site: Arc<Site>,
     pub(crate) id: u64,
-    pub(crate) location: &'static Location<'static>,
-    /// The waker of whoever awaits the task.
-    pub(crate) join_waker: Cell<Option<Waker>>,
     pub(crate) extra: Cell<Option<Box<Extra>>>,
 }
+
+/// `Header::awaiter` when nobody awaits the task.
+const NO_AWAITER: u32 = u32::MAX;
 
 impl Header {
     /// Runs `f` on the task's extra data, allocating it on first use.
@@ -72,9 +96,53 @@ impl Header {
         self.extra.set(Some(extra));
         r
     }
+
+    /// Where the task was spawned.
+    pub(crate) fn location(&self) -> &'static Location<'static> {
+        self.site.location
+    }
+
+    /// The loop that owns the task: wakes from other threads go to its inject queue.
+    pub(crate) fn owner(&self) -> &Arc<Shared> {
+        &self.site.owner
+    }
+
+    fn vtable(&self) -> &Vtable {
+        &self.site.vtable
+    }
+
+    /// Makes `waker` the task's awaiter (woken when it completes), replacing any other; keeps
+    /// the one it has if that would wake the same task. Loop thread, task not complete.
+    pub(crate) fn set_awaiter(&self, waker: &Waker) {
+        let key = self.awaiter.get();
+        if key != NO_AWAITER && self.site.awaiters.borrow()[key as usize].will_wake(waker) {
+            return;
+        }
+        // Cloned and dropped outside the borrow: a waker's clone and drop are foreign code.
+        let new = waker.clone();
+        let old = {
+            let mut awaiters = self.site.awaiters.borrow_mut();
+            if key == NO_AWAITER {
+                let key = awaiters.insert(new);
+                let key = u32::try_from(key).expect("ringloop: more than 4 billion awaiters");
+                self.awaiter.set(key);
+                None
+            } else {
+                Some(std::mem::replace(&mut awaiters[key as usize], new))
+            }
+        };
+        drop(old);
+    }
+
+    /// Takes the task's awaiter out, if it has one. Loop thread.
+    fn take_awaiter(&self) -> Option<Waker> {
+        let key = self.awaiter.replace(NO_AWAITER);
+        (key != NO_AWAITER).then(|| self.site.awaiters.borrow_mut().remove(key as usize))
+    }
 }
 
-/// Type-specific operations on a cell, reached through the header.
+/// Type-specific operations on a cell, reached through the header's site.
+#[derive(Clone, Copy)]
 pub(crate) struct Vtable {
     /// Polls the future once; returns true if the task finished (output stored).
     poll: unsafe fn(NonNull<Header>) -> bool,
@@ -90,15 +158,129 @@ pub(crate) struct Vtable {
     dealloc: unsafe fn(NonNull<Header>),
 }
 
+/// What the tasks spawned at one place, with one future type, on one loop share: the vtable
+/// (a copy, so that a call through the header costs the two loads it would through a
+/// `&'static Vtable`), the spawn location, the owner loop, and the awaiters of those of its
+/// tasks that are awaited. Each cell holds a counted reference, so a site lives as long as the
+/// last of its cells, on whatever thread that is freed (by then its slab is empty: see the
+/// header's ground rules).
+pub(crate) struct Site {
+    vtable: Vtable,
+    location: &'static Location<'static>,
+    owner: Arc<Shared>,
+    /// The wakers of whoever awaits an unfinished task of this site, keyed by
+    /// `Header::awaiter`. Loop thread only, like the header's `Cell`s.
+    awaiters: RefCell<Slab<Waker>>,
+}
+
+// SAFETY: other threads reach a site only through a task's header (wakers, queue entries,
+// `RawTask`s), and only read its immutable fields (`vtable`, `location`, `owner`) or drop it
+// after its last cell, when the slab is empty. The slab, the one field behind a `RefCell`, is
+// touched only on the owner loop's thread: by `Task` handles (which are `!Send`) and by the loop's
+// completion of a task (see the `Header` ground rules).
+unsafe impl Sync for Site {}
+
+/// A site's identity: the future's type and the spawn location's address.
+type SiteKey = (TypeId, usize);
+
+/// A loop's sites, so that a spawn finds its site (the last one used, else by a hash lookup)
+/// instead of making one. The sites of a program are its spawn call sites times their future
+/// types, a fixed set; two sites with the same contents are harmless (a `Location` may have
+/// several addresses), so the key need only never mix up two future types, which `TypeId`
+/// guarantees.
+pub(crate) struct Sites {
+    owner: Arc<Shared>,
+    last: Option<(SiteKey, Arc<Site>)>,
+    all: HashMap<SiteKey, Arc<Site>, BuildHasherDefault<KeyHasher>>,
+}
+
+impl Sites {
+    pub(crate) fn new(owner: Arc<Shared>) -> Sites {
+        Sites {
+            owner,
+            last: None,
+            all: HashMap::default(),
+        }
+    }
+
+    /// A new reference to the site of futures of type `F` spawned at `location`.
+    #[inline]
+    fn get<F: Future + 'static>(&mut self, location: &'static Location<'static>) -> Arc<Site> {
+        let key = (TypeId::of::<F>(), std::ptr::from_ref(location) as usize);
+        match &self.last {
+            Some((last, site)) if *last == key => site.clone(),
+            _ => self.find(key, &VtableFor::<F>::VTABLE, location),
+        }
+    }
+
+    #[inline(never)]
+    fn find(
+        &mut self,
+        key: SiteKey,
+        vtable: &Vtable,
+        location: &'static Location<'static>,
+    ) -> Arc<Site> {
+        let owner = &self.owner;
+        let site = self.all.entry(key).or_insert_with(|| {
+            Arc::new(Site {
+                vtable: *vtable,
+                location,
+                owner: owner.clone(),
+                awaiters: RefCell::new(Slab::new()),
+            })
+        });
+        self.last = Some((key, site.clone()));
+        site.clone()
+    }
+
+    /// For the loom models: forgets the last site used, then checks that this cache holds the
+    /// only reference to every site (each cell released its own exactly once).
+    #[cfg(all(test, loom))]
+    fn only_cached(&mut self) -> bool {
+        self.last = None;
+        self.all
+            .values()
+            .all(|site| Arc::strong_count(site) == 1 && site.awaiters.borrow().is_empty())
+    }
+}
+
+/// Hashes a [`SiteKey`]: its words mixed by a multiply (the keys are a type's hash and an
+/// address, not attacker-chosen, so SipHash's strength would only cost time).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_ne_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A finished task's output as stored in the cell. The error is boxed so that a cell costs
 /// no more than its future or its value: `JoinError` carries a `String`, and tasks that
 /// return small values are the common case.
 pub(crate) type Output<T> = Result<T, Box<JoinError>>;
 
-enum Stage<F: Future> {
-    Running(F),
-    Finished(Output<F::Output>),
-    Consumed,
+/// The stage: the future, then its output, in the same bytes. `State::stage` says which one
+/// it holds (or neither); the functions below keep the two in step.
+union StageData<F: Future> {
+    future: ManuallyDrop<F>,
+    output: ManuallyDrop<Output<F::Output>>,
 }
 
 /// The allocation. `header` MUST stay the first field (`repr(C)`): a `NonNull<Header>` is cast
@@ -106,16 +288,18 @@ enum Stage<F: Future> {
 #[repr(C)]
 struct TaskCell<F: Future> {
     header: Header,
-    stage: UnsafeCell<Stage<F>>,
+    stage: UnsafeCell<StageData<F>>,
 }
 
-/// Allocates a cell for `future` with `refs` initial references and `scheduled` set.
+/// Allocates a cell for `future`, spawned at `location`, with `refs` initial references and
+/// `scheduled` set; its site is found in (or added to) `sites`.
+#[inline] // See `task::spawn`.
 pub(crate) fn allocate<F>(
+    sites: &mut Sites,
     future: F,
-    owner: Arc<Shared>,
-    id: u64,
     location: &'static Location<'static>,
-    refs: usize,
+    id: u64,
+    refs: u32,
 ) -> NonNull<Header>
 where
     F: Future + 'static,
@@ -124,14 +308,14 @@ where
     let cell = Box::new(TaskCell {
         header: Header {
             state: State::new(refs),
-            vtable: &VtableFor::<F>::VTABLE,
-            owner,
+            awaiter: Cell::new(NO_AWAITER),
+            site: sites.get::<F>(location),
             id,
-            location,
-            join_waker: Cell::new(None),
             extra: Cell::new(None),
         },
-        stage: UnsafeCell::new(Stage::Running(future)),
+        stage: UnsafeCell::new(StageData {
+            future: ManuallyDrop::new(future),
+        }),
     });
     NonNull::from(Box::leak(cell)).cast()
 }
@@ -149,64 +333,97 @@ impl<F: Future + 'static> VtableFor<F> {
     };
 }
 
-/// Runs `f` on the stage.
+/// Runs `f` on a pointer to the stage. Every access to the stage goes through here (or, when
+/// the cell is freed, through `stage.with`), so that loom sees it.
 ///
 /// # Safety
 ///
 /// `ptr` is the header of a live `TaskCell<F>`; the caller is on the owner loop's thread (or
 /// holds the last reference) and no other reference into the stage is alive.
 #[inline(always)]
-unsafe fn with_stage<F: Future, R>(ptr: NonNull<Header>, f: impl FnOnce(&mut Stage<F>) -> R) -> R {
+unsafe fn with_stage<F: Future, R>(
+    ptr: NonNull<Header>,
+    f: impl FnOnce(*mut StageData<F>) -> R,
+) -> R {
     // SAFETY: the header is the first field of a repr(C) TaskCell<F> (caller's contract); only
     // the stage field is borrowed, and shared: it is an `UnsafeCell`.
     let stage = unsafe { &(*ptr.cast::<TaskCell<F>>().as_ptr()).stage };
-    // SAFETY: the access is exclusive (caller's contract) and lasts only for `f`.
-    stage.with_mut(|stage| f(unsafe { &mut *stage }))
+    stage.with_mut(f)
 }
 
-/// Replaces the stage, dropping the old one with the stage already set to `Consumed`, so that
-/// code run by the drop (drop guards, wakes, even another handle of this task) never sees a
-/// half-dropped stage. Returns the panic message if the drop panicked.
+/// Drops what the stage holds, in place (a pinned future is never moved), after marking it
+/// `Empty`, so that code run by the drop (drop guards, wakes, even another handle of this
+/// task) finds nothing to touch. A panic in the drop is caught and dropped: the future or the
+/// output is gone either way.
 ///
 /// # Safety
 ///
 /// As for [`with_stage`].
-unsafe fn replace_stage<F: Future>(ptr: NonNull<Header>, new: Stage<F>) -> Option<String> {
-    // SAFETY: caller's contract; the access into the stage ends before the drop runs.
-    let old = unsafe { with_stage::<F, _>(ptr, |s| std::mem::replace(s, Stage::Consumed)) };
-    let panicked = catch_unwind(AssertUnwindSafe(move || drop(old))).err();
-    // SAFETY: as above; no reference into the stage is alive.
-    unsafe { with_stage::<F, _>(ptr, |s| *s = new) };
-    panicked.map(|p| super::panic_message(&*p))
+unsafe fn drop_stage<F: Future>(ptr: NonNull<Header>) {
+    // SAFETY: the header outlives this call (caller's contract).
+    let state = unsafe { &ptr.as_ref().state };
+    let held = state.stage();
+    if held == Stage::Empty {
+        return;
+    }
+    state.set_stage(Stage::Empty);
+    let drop_held = |stage: *mut StageData<F>| {
+        let _ = catch_unwind(AssertUnwindSafe(|| match held {
+            // SAFETY: `held` says which field is initialised; it is dropped once, as the stage
+            // now says `Empty`.
+            Stage::Future => unsafe { ManuallyDrop::drop(&mut (*stage).future) },
+            // SAFETY: as above.
+            Stage::Output => unsafe { ManuallyDrop::drop(&mut (*stage).output) },
+            Stage::Empty => {}
+        }));
+    };
+    // SAFETY: caller's contract.
+    unsafe { with_stage::<F, _>(ptr, drop_held) };
+}
+
+/// Stores the output in the emptied stage.
+///
+/// # Safety
+///
+/// As for [`with_stage`]; the stage is `Empty`.
+unsafe fn store_output<F: Future>(ptr: NonNull<Header>, output: Output<F::Output>) {
+    // SAFETY: the header outlives this call (caller's contract).
+    let state = unsafe { &ptr.as_ref().state };
+    debug_assert_eq!(state.stage(), Stage::Empty, "ringloop: output stored twice");
+    // SAFETY: caller's contract; the stage is empty, so nothing is overwritten that needed a
+    // drop.
+    unsafe {
+        with_stage::<F, _>(ptr, |stage| {
+            (&raw mut (*stage).output).write(ManuallyDrop::new(output));
+        });
+    }
+    state.set_stage(Stage::Output);
 }
 
 /// # Safety
 ///
 /// `ptr` is the header of a live `TaskCell<F>`, on the owner loop's thread, not re-entered.
 unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
+    // SAFETY: the header outlives this call (the caller holds a reference).
+    let state = unsafe { &ptr.as_ref().state };
+    if state.stage() != Stage::Future {
+        return true;
+    }
     // The waker for this poll borrows the loop's reference (no count change); `ManuallyDrop`
     // keeps it from releasing a reference it never took.
     // SAFETY: the cell is alive for the whole poll (the caller holds a reference).
     let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(ptr)) });
     let mut cx = Context::from_waker(&waker);
-    let poll_stage = |stage: &mut Stage<F>| {
-        let Stage::Running(fut) = stage else {
-            return None;
-        };
-        Some(catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: the future is pinned: the cell never moves and the future is dropped in
-            // place.
-            unsafe { Pin::new_unchecked(fut) }.poll(&mut cx)
-        })))
+    let poll_stage = |stage: *mut StageData<F>| {
+        catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the stage holds the future (checked above). It is pinned: the cell never
+            // moves and the future is dropped in place.
+            unsafe { Pin::new_unchecked(&mut *(*stage).future) }.poll(&mut cx)
+        }))
     };
     // SAFETY: caller's contract. Nothing else touches the stage during the poll: other
     // handles of this task read only the header while it is RUNNING.
     let polled = unsafe { with_stage::<F, _>(ptr, poll_stage) };
-    let Some(polled) = polled else {
-        return true;
-    };
-    // SAFETY: the header outlives this call.
-    let state = unsafe { &ptr.as_ref().state };
     let output = match polled {
         Ok(Poll::Pending) => return false,
         // asyncio: a task cancelled right before its coroutine returns ends cancelled.
@@ -223,7 +440,10 @@ unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
         state.mark_cancelled();
     }
     // SAFETY: caller's contract; the poll is over.
-    unsafe { replace_stage::<F>(ptr, Stage::Finished(output)) };
+    unsafe {
+        drop_stage::<F>(ptr);
+        store_output::<F>(ptr, output);
+    }
     true
 }
 
@@ -238,7 +458,10 @@ unsafe fn cancel<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
     unsafe { ptr.as_ref() }.state.mark_cancelled();
     // SAFETY: caller's contract.
-    unsafe { replace_stage::<F>(ptr, Stage::Finished(Err(Box::new(JoinError::Cancelled)))) };
+    unsafe {
+        drop_stage::<F>(ptr);
+        store_output::<F>(ptr, Err(Box::new(JoinError::Cancelled)));
+    }
 }
 
 /// # Safety
@@ -246,9 +469,9 @@ unsafe fn cancel<F: Future + 'static>(ptr: NonNull<Header>) {
 /// As for [`poll`].
 unsafe fn drop_output<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
-    if unsafe { with_stage::<F, _>(ptr, |s| matches!(s, Stage::Finished(_))) } {
+    if unsafe { ptr.as_ref() }.state.stage() == Stage::Output {
         // SAFETY: caller's contract.
-        unsafe { replace_stage::<F>(ptr, Stage::Consumed) };
+        unsafe { drop_stage::<F>(ptr) };
     }
 }
 
@@ -257,22 +480,17 @@ unsafe fn drop_output<F: Future + 'static>(ptr: NonNull<Header>) {
 /// As for [`poll`]; `dst` points to a valid `Option<Output<F::Output>>`.
 unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
     // SAFETY: caller's contract.
-    let out = unsafe {
-        with_stage::<F, _>(ptr, |stage| {
-            // Only a finished stage is replaced: a running future is pinned and must not move.
-            if !matches!(stage, Stage::Finished(_)) {
-                return None;
-            }
-            match std::mem::replace(stage, Stage::Consumed) {
-                Stage::Finished(out) => Some(out),
-                _ => unreachable!("ringloop: stage checked just above"),
-            }
-        })
-    };
-    if let Some(out) = out {
-        // SAFETY: caller's contract on `dst`.
-        unsafe { *dst.cast::<Option<Output<F::Output>>>() = Some(out) };
+    let state = unsafe { &ptr.as_ref().state };
+    // Only an output is moved out: a future is pinned and must not move.
+    if state.stage() != Stage::Output {
+        return;
     }
+    state.set_stage(Stage::Empty);
+    // SAFETY: caller's contract; the stage held the output, which is moved out once (the stage
+    // now says `Empty`).
+    let out = unsafe { with_stage::<F, _>(ptr, |stage| ManuallyDrop::take(&mut (*stage).output)) };
+    // SAFETY: caller's contract on `dst`.
+    unsafe { *dst.cast::<Option<Output<F::Output>>>() = Some(out) };
 }
 
 /// # Safety
@@ -280,12 +498,11 @@ unsafe fn take_output<F: Future + 'static>(ptr: NonNull<Header>, dst: *mut ()) {
 /// As for [`poll`]. The pointer is valid until the stage next changes.
 unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
     // SAFETY: caller's contract.
-    unsafe {
-        with_stage::<F, _>(ptr, |stage| match stage {
-            Stage::Finished(out) => (out as *const Output<F::Output>).cast(),
-            _ => std::ptr::null(),
-        })
+    if unsafe { ptr.as_ref() }.state.stage() != Stage::Output {
+        return std::ptr::null();
     }
+    // SAFETY: caller's contract; the stage holds the output (`ManuallyDrop` is transparent).
+    unsafe { with_stage::<F, _>(ptr, |stage| (&raw const (*stage).output).cast()) }
 }
 
 /// # Safety
@@ -294,11 +511,19 @@ unsafe fn output_ref<F: Future + 'static>(ptr: NonNull<Header>) -> *const () {
 unsafe fn dealloc<F: Future + 'static>(ptr: NonNull<Header>) {
     // SAFETY: caller's contract: nobody else refers to the cell.
     let cell = unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) };
-    // SAFETY: the box owns the cell, so this read of the stage is the only access.
-    let consumed = cell
+    // Read under the stage's cell, so that loom checks this read comes after the loop's last
+    // write to the stage (every change of `State::stage` is made with the stage's cell).
+    let empty = cell
         .stage
-        .with(|stage| matches!(unsafe { &*stage }, Stage::Consumed));
-    if consumed {
+        .with(|_| cell.header.state.stage() == Stage::Empty);
+    if empty {
+        // Completion took the awaiter out, as it did the future.
+        debug_assert_eq!(
+            cell.header.awaiter.get(),
+            NO_AWAITER,
+            "ringloop: a task cell freed with an awaiter"
+        );
+        // The union needs no drop; the header's fields drop with the box.
         drop(cell);
     } else {
         // The future or output is still here, so the loop that owned it never cleaned up (a
@@ -358,18 +583,21 @@ impl RawTask {
     /// Polls the future once; true if the task finished.
     pub(crate) fn poll(&self) -> bool {
         // SAFETY: we hold a reference; loop-thread only by the callers' contract.
-        unsafe { (self.header().vtable.poll)(self.ptr) }
+        unsafe { (self.header().vtable().poll)(self.ptr) }
     }
 
     /// Drops the future and records cancellation.
     pub(crate) fn cancel_now(&self) {
         // SAFETY: as for `poll`.
-        unsafe { (self.header().vtable.cancel)(self.ptr) }
+        unsafe { (self.header().vtable().cancel)(self.ptr) }
     }
 
     pub(crate) fn drop_output(&self) {
-        // SAFETY: as for `poll`.
-        unsafe { (self.header().vtable.drop_output)(self.ptr) }
+        // Most often the handle took the output: then there is nothing to call.
+        if self.header().state.stage() == Stage::Output {
+            // SAFETY: as for `poll`.
+            unsafe { (self.header().vtable().drop_output)(self.ptr) }
+        }
     }
 
     /// # Safety
@@ -378,7 +606,7 @@ impl RawTask {
     pub(crate) unsafe fn take_output<T>(&self) -> Option<Result<T, JoinError>> {
         let mut out: Option<Output<T>> = None;
         // SAFETY: as for `poll`; `out` has the type the vtable writes (caller's contract).
-        unsafe { (self.header().vtable.take_output)(self.ptr, (&raw mut out).cast()) };
+        unsafe { (self.header().vtable().take_output)(self.ptr, (&raw mut out).cast()) };
         out.map(|r| r.map_err(|e| *e))
     }
 
@@ -387,7 +615,7 @@ impl RawTask {
     /// `T` is the task's output type; the reference is used before the stage changes.
     pub(crate) unsafe fn output_ref<T>(&self) -> Option<&Output<T>> {
         // SAFETY: as for `poll`; the type is the caller's contract.
-        let p = unsafe { (self.header().vtable.output_ref)(self.ptr) };
+        let p = unsafe { (self.header().vtable().output_ref)(self.ptr) };
         // SAFETY: non-null means it points at the stored output of type Output<T>.
         (!p.is_null()).then(|| unsafe { &*p.cast::<Output<T>>() })
     }
@@ -435,14 +663,14 @@ impl RawTask {
     }
 
     /// Loop thread: the bookkeeping once the output is stored: marks the task complete, takes
-    /// it out of the loop's registry (`leave_registry` gets the key and returns the registry's
-    /// reference, which is released last), wakes the awaiter, runs the done callbacks (all of
-    /// them see the output), and drops the output if no handle owns it.
-    pub(crate) fn complete(&self, leave_registry: impl FnOnce(u32) -> Option<RawTask>) {
+    /// it out of the loop's registry (`leave_registry` gets the header and returns the
+    /// registry's reference, which is released last), wakes the awaiter, runs the done
+    /// callbacks (all of them see the output), and drops the output if no handle owns it.
+    pub(crate) fn complete(&self, leave_registry: impl FnOnce(NonNull<Header>) -> Option<RawTask>) {
         let header = self.header();
         header.state.complete();
-        let in_registry = leave_registry(header.state.registry_key());
-        if let Some(waker) = header.join_waker.take() {
+        let in_registry = leave_registry(self.ptr);
+        if let Some(waker) = header.take_awaiter() {
             scheduler::wake_guarded(waker);
         }
         let callbacks = header
@@ -497,7 +725,7 @@ unsafe fn dec_ref(ptr: NonNull<Header>) {
     // SAFETY: caller's contract.
     let header = unsafe { ptr.as_ref() };
     if header.state.ref_dec() {
-        let dealloc = header.vtable.dealloc;
+        let dealloc = header.vtable().dealloc;
         // SAFETY: that was the last reference.
         unsafe { dealloc(ptr) };
     }
@@ -565,16 +793,25 @@ unsafe fn waker_drop(data: *const ()) {
 mod tests {
     use super::*;
 
-    /// The header is the per-task cost beyond the future: keep it from growing unnoticed.
+    /// The header is the per-task cost beyond the future: keep it from growing unnoticed
+    /// (40 bytes and a 16-byte stage make a small task a 56-byte allocation, which glibc's
+    /// malloc serves from a 64-byte chunk).
     #[test]
     fn header_stays_small() {
+        assert_eq!(
+            std::mem::size_of::<State>(),
+            12,
+            "the awaiter key fills its word"
+        );
         assert!(
-            std::mem::size_of::<Header>() <= 72,
+            std::mem::size_of::<Header>() <= 40,
             "{}",
             std::mem::size_of::<Header>()
         );
-        let small = std::mem::size_of::<Stage<std::future::Ready<usize>>>();
-        assert!(small <= 24, "stage of a ready usize: {small}");
+        let small = std::mem::size_of::<StageData<std::future::Ready<usize>>>();
+        assert!(small <= 16, "stage of a ready usize: {small}");
+        let cell = std::mem::size_of::<TaskCell<std::future::Ready<usize>>>();
+        assert!(cell <= 56, "cell of a ready usize: {cell}");
     }
 }
 
@@ -597,10 +834,10 @@ mod loom_tests {
     use super::*;
     use crate::runtime::inject::Injected;
     use crate::runtime::task::Task;
+    use crate::runtime::task::registry::Registry;
     use loom::sync::Mutex;
     use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::thread;
-    use slab::Slab;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -636,23 +873,32 @@ mod loom_tests {
     struct ModelLoop {
         shared: Arc<Shared>,
         queue: RefCell<VecDeque<RawTask>>,
-        registry: RefCell<Slab<RawTask>>,
+        registry: RefCell<Registry>,
+        sites: RefCell<Sites>,
         current: Cell<Option<NonNull<Header>>>,
     }
 
     impl ModelLoop {
         fn new() -> ModelLoop {
+            let shared = Arc::new(Shared::new(None));
             ModelLoop {
-                shared: Arc::new(Shared::new(None)),
+                sites: RefCell::new(Sites::new(shared.clone())),
+                shared,
                 queue: RefCell::new(VecDeque::new()),
-                registry: RefCell::new(Slab::new()),
+                registry: RefCell::new(Registry::new()),
                 current: Cell::new(None),
             }
         }
 
         /// `Local::spawn`: three references (handle, registry, queue entry).
         fn spawn<F: Future + 'static>(&self, future: F) -> Task<F::Output> {
-            let ptr = allocate(future, self.shared.clone(), 1, Location::caller(), 3);
+            let ptr = allocate(
+                &mut self.sites.borrow_mut(),
+                future,
+                Location::caller(),
+                1,
+                3,
+            );
             // SAFETY: `allocate` counted three references; each RawTask takes one.
             let (handle, in_registry, in_queue) = unsafe {
                 (
@@ -661,8 +907,7 @@ mod loom_tests {
                     RawTask::from_owned(ptr),
                 )
             };
-            let key = self.registry.borrow_mut().insert(in_registry);
-            handle.header().state.set_registry_key(key as u32);
+            self.registry.borrow_mut().insert(in_registry);
             self.queue.borrow_mut().push_back(in_queue);
             // SAFETY: the cell was allocated for F.
             unsafe { Task::from_raw(handle) }
@@ -674,7 +919,7 @@ mod loom_tests {
                 let task = self.queue.borrow_mut().pop_front();
                 let Some(task) = task else { break };
                 if task.run(&self.current) == Ran::Finished {
-                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                    task.complete(|ptr| self.registry.borrow_mut().remove(ptr));
                 }
             }
         }
@@ -720,11 +965,13 @@ mod loom_tests {
             self.run_queued();
             assert!(self.registry.borrow().is_empty(), "a task never completed");
             drop(self.shared.close());
-            assert_eq!(
-                Arc::strong_count(&self.shared),
-                1,
+            assert!(
+                self.sites.borrow_mut().only_cached(),
                 "a task cell was not freed (or was freed twice)"
             );
+            let shared = self.shared.clone();
+            drop(self);
+            assert_eq!(Arc::strong_count(&shared), 1, "a site outlived its loop");
         }
     }
 
@@ -733,16 +980,11 @@ mod loom_tests {
         /// every task left (its future dropped here), drop the run queue.
         fn close(self) {
             drop(self.shared.close());
-            let tasks: Vec<RawTask> = self
-                .registry
-                .borrow()
-                .iter()
-                .map(|(_, t)| t.clone())
-                .collect();
+            let tasks = self.registry.borrow().tasks();
             for task in tasks {
                 if !task.header().state.is_complete() {
                     task.cancel_now();
-                    task.complete(|key| self.registry.borrow_mut().try_remove(key as usize));
+                    task.complete(|ptr| self.registry.borrow_mut().remove(ptr));
                 }
             }
             self.queue.borrow_mut().clear();

@@ -6,9 +6,10 @@
 //!
 //! | field       | type          | who touches it | what it is |
 //! |-------------|---------------|----------------|------------|
-//! | `refs`      | `AtomicUsize` | any thread     | counted references to the cell |
+//! | `refs`      | `AtomicU32`   | any thread     | counted references to the cell (32 bits, so that the state and the header's awaiter key fill 16 bytes; past 2^31 references the process aborts, as `Arc` does past `isize::MAX`) |
 //! | `scheduled` | `AtomicBool`  | any thread     | the task is in a run queue or on its way to one |
 //! | `flags`     | `Cell<u8>`    | loop thread    | the lifecycle bits below |
+//! | `stage`     | `Cell<Stage>` | loop thread    | what the cell's stage holds: the future, the output, or nothing (the stage itself is a union in `raw.rs`) |
 //! | `slot`      | `Cell<u32>`   | loop thread    | not state: the task's key in the loop's registry, kept here because it fits in the padding after `flags` |
 //!
 //! References are held by the `Task` handle (until dropped), the loop's registry (until the
@@ -51,7 +52,9 @@
 //! * Any thread: [`State::ref_inc`], [`State::ref_dec`], [`State::schedule`] (wakers, queue
 //!   entries and `RawTask`s move between threads), and the approximate
 //!   [`State::is_scheduled`].
-//! * The owner loop's thread only: everything that reads or writes `flags` or `slot`, and
+//! * The owner loop's thread only: everything that reads or writes `flags`, `stage` or `slot`
+//!   (except that whoever frees the cell reads `stage`: it holds the last reference, after the
+//!   fence of [`State::ref_dec`]), and
 //!   [`State::start_run`] (the loop clears `scheduled` before it polls). `Task` and `TaskRef` are
 //!   `!Send`, the scheduler runs on the loop thread, and a `RawTask` moved to another thread
 //!   only schedules and drops its reference; that is what makes the `Cell`s sound.
@@ -70,7 +73,7 @@
 
 use std::cell::Cell;
 
-use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 /// The task's output is stored: it returned, panicked, or was cancelled.
 const COMPLETE: u8 = 1 << 0;
@@ -88,6 +91,20 @@ const OUTPUT_BORROWED: u8 = 1 << 5;
 /// (asyncio's rule), so a detached task's output, or one whose handle a callback drops, is
 /// dropped only after the last callback (by [`State::end_callbacks`]).
 const IN_CALLBACKS: u8 = 1 << 6;
+
+/// What the cell's stage holds. Set by `raw.rs`, which keeps the future or the output in a
+/// union and reads this to know which (and whether to drop one when the cell is freed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The future, not yet finished (the state a task is spawned in).
+    Future,
+    /// The output: the future returned, panicked or was cancelled, and the output was neither
+    /// taken by the `Task` handle nor dropped.
+    Output,
+    /// Neither: the output was taken or dropped, or the future or output is being dropped
+    /// right now (so code run by that drop finds nothing to touch).
+    Empty,
+}
 
 /// What the loop does with a task it took from a run queue ([`State::start_run`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,19 +130,21 @@ pub(crate) enum CancelRequest {
 
 /// See the module docs.
 pub(crate) struct State {
-    refs: AtomicUsize,
+    refs: AtomicU32,
     scheduled: AtomicBool,
     flags: Cell<u8>,
+    stage: Cell<Stage>,
     slot: Cell<u32>,
 }
 
 impl State {
     /// A new task's state: `refs` references, scheduled (its spawn queues it), no flag.
-    pub(crate) fn new(refs: usize) -> State {
+    pub(crate) fn new(refs: u32) -> State {
         State {
-            refs: AtomicUsize::new(refs),
+            refs: AtomicU32::new(refs),
             scheduled: AtomicBool::new(true),
             flags: Cell::new(0),
+            stage: Cell::new(Stage::Future),
             slot: Cell::new(u32::MAX),
         }
     }
@@ -138,7 +157,7 @@ impl State {
         // Relaxed suffices: a new reference is made from an existing one, which keeps the cell
         // alive (the `Arc::clone` argument).
         let prev = self.refs.fetch_add(1, Ordering::Relaxed);
-        if prev > isize::MAX as usize {
+        if prev > i32::MAX as u32 {
             std::process::abort();
         }
     }
@@ -235,6 +254,11 @@ impl State {
             !self.has(COMPLETE | RUNNING),
             "ringloop: task completed twice, or while polled"
         );
+        debug_assert_ne!(
+            self.stage.get(),
+            Stage::Future,
+            "ringloop: task completed with its future"
+        );
         self.update(COMPLETE, 0);
     }
 
@@ -301,6 +325,18 @@ impl State {
         self.has(CANCELLED) || (self.has(CANCEL_REQUESTED) && !self.has(COMPLETE))
     }
 
+    /// What the stage holds. Loop thread, or whoever holds the last reference.
+    #[inline(always)]
+    pub(crate) fn stage(&self) -> Stage {
+        self.stage.get()
+    }
+
+    /// Records what the stage holds now (`raw.rs`, as it writes or empties the stage).
+    #[inline(always)]
+    pub(crate) fn set_stage(&self, stage: Stage) {
+        self.stage.set(stage);
+    }
+
     /// The task's key in the loop's registry (`u32::MAX` until set).
     pub(crate) fn registry_key(&self) -> u32 {
         self.slot.get()
@@ -334,6 +370,7 @@ mod tests {
         s.end_poll();
         assert_eq!(s.start_run(), Run::Poll);
         s.end_poll();
+        s.set_stage(Stage::Output);
         s.complete();
         s.begin_callbacks();
         assert!(!s.drop_handle(), "a callback may still read the output");
@@ -354,6 +391,7 @@ mod tests {
         assert!(s.is_cancelled() && s.is_cancel_requested());
         assert_eq!(s.start_run(), Run::Cancel);
         s.mark_cancelled();
+        s.set_stage(Stage::Output);
         s.complete();
         assert_eq!(s.request_cancel(), CancelRequest::Complete);
         assert!(s.is_cancelled());
@@ -366,6 +404,7 @@ mod tests {
         let s = State::new(1);
         assert_eq!(s.start_run(), Run::Poll);
         s.end_poll();
+        s.set_stage(Stage::Output);
         s.complete();
         assert!(s.borrow_output());
         assert!(!s.borrow_output(), "no nested borrow");
