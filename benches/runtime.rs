@@ -743,7 +743,7 @@ fn workloads() -> Vec<Workload> {
             count: 1_000_000,
             metrics: &[Metric {
                 name: "ns/task",
-                goal: Goal::RatioAtMost(0.27),
+                goal: Goal::RatioAtMost(0.25),
             }],
             ringloop: spawn_ringloop,
             tokio: Some(spawn_tokio),
