@@ -180,6 +180,16 @@ fn check_copy(setup: &Setup) {
 // ---------------------------------------------------------------------------------------------
 
 fn rr_ringloop(kind: DriverKind, s: &Setup) -> f64 {
+    rr_ringloop_with(kind, s, false)
+}
+
+/// As `rr_ringloop`, reading with `read_lent_at` (registered buffers on io_uring), each buffer
+/// dropped once its length is checked.
+fn rr_ringloop_lent(kind: DriverKind, s: &Setup) -> f64 {
+    rr_ringloop_with(kind, s, true)
+}
+
+fn rr_ringloop_with(kind: DriverKind, s: &Setup, lent: bool) -> f64 {
     let rt = ringloop_rt_on(kind);
     let (path, blocks, per_task) = (
         s.rr_path.clone(),
@@ -196,40 +206,15 @@ fn rr_ringloop(kind: DriverKind, s: &Setup) -> f64 {
                     let mut rng = Rng::new(t);
                     let mut buf = Vec::with_capacity(BLOCK);
                     for _ in 0..per_task {
-                        let (res, b) = file.read_at(buf, rng.offset(blocks)).await.into_parts();
+                        let pos = rng.offset(blocks);
+                        if lent {
+                            let lent = file.read_lent_at(pos, BLOCK).await.unwrap();
+                            assert_eq!(lent.len(), BLOCK);
+                            continue;
+                        }
+                        let (res, b) = file.read_at(buf, pos).await.into_parts();
                         assert_eq!(res.unwrap(), BLOCK);
                         buf = b;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        (per_task * IN_FLIGHT) as f64 / start.elapsed().as_secs_f64()
-    })
-}
-
-/// As `rr_ringloop`, reading with `read_lent_at` (registered buffers on io_uring), each buffer
-/// dropped once its length is checked.
-fn rr_ringloop_lent(kind: DriverKind, s: &Setup) -> f64 {
-    let rt = ringloop_rt_on(kind);
-    let (path, blocks, per_task) = (
-        s.rr_path.clone(),
-        s.rr_len / BLOCK as u64,
-        s.reads / IN_FLIGHT,
-    );
-    rt.block_on(async move {
-        let file = Rc::new(ringloop::fs::File::open(&path).await.unwrap());
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..IN_FLIGHT)
-            .map(|t| {
-                let file = file.clone();
-                ringloop::spawn(async move {
-                    let mut rng = Rng::new(t);
-                    for _ in 0..per_task {
-                        let buf = file.read_lent_at(rng.offset(blocks), BLOCK).await.unwrap();
-                        assert_eq!(buf.len(), BLOCK);
                     }
                 })
             })

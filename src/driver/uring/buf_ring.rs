@@ -177,12 +177,11 @@ impl BufRing {
         let slot = usize::from(tail & (self.count - 1));
         let base = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
         let addr = self.buf_ptr(bid) as u64;
-        // SAFETY: `slot` < count, inside the descriptor mapping. The kernel reads a slot's
-        // `addr`, `len` and `bid` only between its head and the published tail, and this slot
-        // is past the tail. The writes go through raw pointers to those three fields alone,
-        // so slot 0's `resv` (the shared tail) is neither written nor borrowed.
+        let entry = base.wrapping_add(slot).cast::<RawEntry>();
+        // SAFETY: `slot` < count: inside the mapping. The kernel reads a slot only between its
+        // head and the published tail, and this one is past the tail. Three fields are written
+        // through raw pointers, so slot 0's `resv` (the shared tail) is not even borrowed.
         unsafe {
-            let entry = base.add(slot).cast::<RawEntry>();
             (&raw mut (*entry).addr).write(addr);
             (&raw mut (*entry).len).write(self.size);
             (&raw mut (*entry).bid).write(bid);
