@@ -695,6 +695,16 @@ impl Driver {
         }
     }
 
+    /// Whether [`Driver::recv_multishot`] would start a request now (a cheap check, so a
+    /// caller builds its handler only when it will be used).
+    pub(crate) fn recv_multishot_ready(&mut self) -> bool {
+        let config = self.config;
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.recv_ring_ready(&config),
+            Backend::Epoll(_) => false,
+        }
+    }
+
     /// Starts a multishot receive on the stream socket `fd` into the loop's provided buffer
     /// ring, whose every completion goes to `handler`; returns its key, or `None` where there
     /// is none (epoll, a kernel before 6.0, no ring, or the ring is empty): the caller then

@@ -107,6 +107,13 @@ impl ReadState {
         ReadState::wake_all(state);
     }
 
+    /// Records `cx`'s waker among the reads waiting for this stream (once).
+    fn wait(&mut self, cx: &Context<'_>) {
+        if !self.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            self.waiters.push(cx.waker().clone());
+        }
+    }
+
     /// Wakes every waiting read, keeping the list's allocation for the next waits (a stream
     /// read in a loop registers and wakes once per read).
     fn wake_all(state: &RefCell<ReadState>) {
@@ -204,9 +211,7 @@ impl ReadState {
         if !s.in_flight && !multishot_pending {
             return Poll::Ready(());
         }
-        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            s.waiters.push(cx.waker().clone());
-        }
+        s.wait(cx);
         Poll::Pending
     }
 
@@ -388,9 +393,7 @@ impl Stream {
                 m.cancelling = true;
                 m.cancel.cancel();
             }
-            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                s.waiters.push(cx.waker().clone());
-            }
+            s.wait(cx);
             Poll::Pending
         })
         .await;
@@ -429,9 +432,7 @@ impl Stream {
             let mut s = self.reads.borrow_mut();
             if s.in_flight {
                 // A plain receive (perhaps a cancelled one) goes first.
-                if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    s.waiters.push(cx.waker().clone());
-                }
+                s.wait(cx);
                 return Poll::Pending;
             }
             if !s.leftover.is_empty() {
@@ -450,6 +451,11 @@ impl Stream {
                 return Poll::Ready(Err(e));
             }
             if s.multishot.is_none() {
+                let driver = crate::driver::current();
+                if !driver.borrow_mut().recv_multishot_ready() {
+                    // No ring here, or every buffer is lent: read into a heap buffer.
+                    return Poll::Ready(Ok(None));
+                }
                 let state = Rc::downgrade(&self.reads);
                 let handler: crate::driver::MultishotHandler =
                     Rc::new(move |event: crate::driver::MultishotEvent| {
@@ -458,7 +464,6 @@ impl Stream {
                         }
                         // Else the stream is gone; dropping the event returns its buffer.
                     });
-                let driver = crate::driver::current();
                 let armed = driver
                     .borrow_mut()
                     .recv_multishot(self.sock.fd().as_raw_fd(), Rc::clone(&handler));
@@ -479,9 +484,7 @@ impl Stream {
                     }
                 }
             }
-            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                s.waiters.push(cx.waker().clone());
-            }
+            s.wait(cx);
             Poll::Pending
         }
     }

@@ -193,15 +193,9 @@ impl Uring {
         LentBuf::fixed(&pool)
     }
 
-    /// Starts a multishot receive on `fd` into the provided buffer ring (see
-    /// `Driver::recv_multishot`); `None` without a ring, or while every buffer is lent.
-    pub(crate) fn recv_multishot(
-        &mut self,
-        table: &mut Table,
-        config: &super::DriverConfig,
-        fd: RawFd,
-        handler: MultishotHandler,
-    ) -> Option<io::Result<usize>> {
+    /// Whether a multishot receive can start now: the provided buffer ring exists (set up
+    /// here on first use, where the kernel has multishot receive) and has a free buffer.
+    pub(crate) fn recv_ring_ready(&mut self, config: &super::DriverConfig) -> bool {
         let pool = self.buf_pool(config);
         let (ring, features) = (&self.ring, &self.features);
         let bufs = pool.ring_or_init(|| {
@@ -216,10 +210,23 @@ impl Uring {
                 config.recv_buffer_size,
             )
             .ok()
-        })?;
-        if bufs.free() == 0 {
+        });
+        bufs.is_some_and(|b| b.free() > 0)
+    }
+
+    /// Starts a multishot receive on `fd` into the provided buffer ring (see
+    /// `Driver::recv_multishot`); `None` without a ring, or while every buffer is lent.
+    pub(crate) fn recv_multishot(
+        &mut self,
+        table: &mut Table,
+        config: &super::DriverConfig,
+        fd: RawFd,
+        handler: MultishotHandler,
+    ) -> Option<io::Result<usize>> {
+        if !self.recv_ring_ready(config) {
             return None;
         }
+        let bufs = self.pool.as_ref()?.ring()?;
         let sqe = opcode::RecvMulti::new(types::Fd(fd), bufs.bgid()).build();
         let key = table.insert(Lifecycle::Multishot(handler), Via::Ring, false);
         // SAFETY: the SQE names no memory of ours but the buffer ring, which lives until the
