@@ -1,7 +1,7 @@
 //! Lent buffers: the buffers of [`read_lent`](crate::net::TcpStream::read_lent), which the
 //! loop picks when data arrives instead of the caller handing one in per read.
 //!
-//! A loop's [`BufPool`] (made on first use) has two sources:
+//! A loop's [`BufPool`] (made on first use) lends stream receives' buffers from two sources:
 //!
 //! * On io_uring with multishot receive (Linux 6.0), a provided buffer ring
 //!   (`uring::buf_ring`): the kernel picks a buffer only when bytes arrive, so an idle
@@ -15,8 +15,9 @@
 //!
 //! A [`LentBuf`] owns its buffer until it is dropped, which puts a ring buffer back in the ring
 //! (no syscall), a registered buffer on its free list, and a heap buffer on the heap free list.
-//! An operation in flight owns the `LentBuf` it reads into, like any other buffer. It is an [`IoBuf`](crate::io::IoBuf), so
-//! it can be written out as it is; a write in flight owns it like any other buffer.
+//! It is an [`IoBuf`](crate::io::IoBuf), so it can be written out as it is. An operation in
+//! flight (the `READ_FIXED` that fills it, a write that sends it) owns it like any other
+//! buffer.
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
