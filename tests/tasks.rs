@@ -644,3 +644,106 @@ fn the_last_awaiter_of_a_task_is_the_one_woken() {
         assert_eq!(polled, Poll::Ready(Ok(7)));
     });
 }
+
+// A waker whose clone runs the loop (`block_on` from inside `Waker::clone`): awaiting a task
+// with it must neither register an awaiter for a task that completed meanwhile nor overwrite
+// the awaiter of another task of the same spawn site that reused the freed slot.
+mod reentrant_waker_clone {
+    use std::cell::{Cell, RefCell};
+    use std::future::{Future, IntoFuture};
+    use std::pin::Pin;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+    use ringloop::Runtime;
+
+    thread_local! {
+        static RT: Cell<*const Runtime> = const { Cell::new(std::ptr::null()) };
+        static ENTERED: Cell<bool> = const { Cell::new(false) };
+        static SIBLING: RefCell<Option<ringloop::Task<u32>>> = const { RefCell::new(None) };
+        static SIBLING_JOIN: RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>> =
+            const { RefCell::new(None) };
+        static SIBLING_WOKEN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, |_| {}, |_| {}, |_| {});
+
+    /// The first clone runs the loop until the awaited task completes (freeing its awaiter
+    /// slot), then registers an awaiter for a sibling task of the same site (reusing it).
+    unsafe fn clone(_: *const ()) -> RawWaker {
+        if !ENTERED.with(|e| e.replace(true)) {
+            // SAFETY: the test keeps the runtime alive (and in place) while it polls.
+            let rt = unsafe { &*RT.with(Cell::get) };
+            rt.block_on(async {
+                ringloop::yield_now().await;
+                ringloop::yield_now().await;
+            });
+            let mut join = SIBLING
+                .with(|s| s.borrow_mut().take())
+                .unwrap()
+                .into_future();
+            struct Flag;
+            impl std::task::Wake for Flag {
+                fn wake(self: Arc<Self>) {
+                    SIBLING_WOKEN.with(|w| w.set(true));
+                }
+            }
+            let flag = Waker::from(Arc::new(Flag));
+            assert!(
+                Pin::new(&mut join)
+                    .poll(&mut Context::from_waker(&flag))
+                    .is_pending()
+            );
+            let keep = Box::pin(async move {
+                let _ = join.await;
+            });
+            SIBLING_JOIN.with(|s| *s.borrow_mut() = Some(keep));
+        }
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+
+    fn gated(rt: &Runtime, gate: Rc<Cell<bool>>, v: u32) -> ringloop::Task<u32> {
+        rt.spawn(std::future::poll_fn(move |cx| {
+            if gate.get() {
+                Poll::Ready(v)
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }))
+    }
+
+    #[test]
+    fn a_waker_clone_that_runs_the_loop_loses_no_wake_up() {
+        let rt = Runtime::new().unwrap();
+        RT.with(|c| c.set(&rt));
+        let (gate_a, gate_b) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+        let mut join = gated(&rt, gate_a.clone(), 1).into_future();
+        SIBLING.with(|s| *s.borrow_mut() = Some(gated(&rt, gate_b.clone(), 2)));
+        let noop = Waker::noop();
+        assert!(
+            Pin::new(&mut join)
+                .poll(&mut Context::from_waker(noop))
+                .is_pending()
+        );
+        gate_a.set(true);
+        // SAFETY: the vtable's functions ignore the data pointer and never free anything.
+        let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+        // The clone inside this poll completes the task; either outcome of the poll is fine.
+        let _ = Pin::new(&mut join).poll(&mut Context::from_waker(&waker));
+        gate_b.set(true);
+        rt.block_on(async {
+            for _ in 0..5 {
+                ringloop::yield_now().await;
+            }
+        });
+        assert!(
+            SIBLING_WOKEN.with(Cell::get),
+            "the sibling's awaiter was never woken"
+        );
+        drop(join);
+        SIBLING_JOIN.with(|s| s.borrow_mut().take());
+        drop(rt);
+    }
+}

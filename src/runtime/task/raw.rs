@@ -118,17 +118,27 @@ impl Header {
         if key != NO_AWAITER && self.site.awaiters.borrow()[key as usize].will_wake(waker) {
             return;
         }
-        // Cloned and dropped outside the borrow: a waker's clone and drop are foreign code.
+        // Cloned and dropped outside the borrow: a waker's clone and drop are foreign code,
+        // which may even run the loop (and complete the task, or free and reuse the key).
         let new = waker.clone();
+        if self.state.is_complete() {
+            return;
+        }
         let old = {
             let mut awaiters = self.site.awaiters.borrow_mut();
-            if key == NO_AWAITER {
-                let key = awaiters.insert(new);
-                let key = u32::try_from(key).expect("ringloop: more than 4 billion awaiters");
-                self.awaiter.set(key);
-                None
-            } else {
-                Some(std::mem::replace(&mut awaiters[key as usize], new))
+            // Read again: the clone may have run code that changed it.
+            match self.awaiter.get() {
+                NO_AWAITER => {
+                    let entry = awaiters.vacant_entry();
+                    let key = u32::try_from(entry.key())
+                        .ok()
+                        .filter(|&k| k != NO_AWAITER)
+                        .expect("ringloop: more than 4 billion awaiters");
+                    entry.insert(new);
+                    self.awaiter.set(key);
+                    None
+                }
+                key => Some(std::mem::replace(&mut awaiters[key as usize], new)),
             }
         };
         drop(old);
@@ -432,9 +442,12 @@ unsafe fn poll<F: Future + 'static>(ptr: NonNull<Header>) -> bool {
             Err(Box::new(JoinError::Cancelled))
         }
         Ok(Poll::Ready(value)) => Ok(value),
-        Err(payload) => Err(Box::new(JoinError::Panicked(super::panic_message(
-            &*payload,
-        )))),
+        Err(payload) => {
+            let message = super::panic_message(&*payload);
+            // A payload whose own drop panics must not unwind out of the poll.
+            drop_quietly(payload);
+            Err(Box::new(JoinError::Panicked(message)))
+        }
     };
     if matches!(output.as_ref().map_err(|e| &**e), Err(JoinError::Cancelled)) {
         state.mark_cancelled();
