@@ -435,22 +435,7 @@ fn idle_child(server: &str) {
 
 /// Runs `idle` for `server` in a fresh copy of this executable; bytes per idle connection.
 fn idle_in_child(server: &str) -> f64 {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = std::process::Command::new(exe)
-        .env("BENCH_CHILD", format!("idle:{server}"))
-        .output()
-        .expect("spawn the idle child");
-    assert!(
-        out.status.success(),
-        "idle child for {server} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("idle child for {server} printed {stdout:?}"))
+    common::in_child(&format!("idle:{server}"), &[])
 }
 
 fn idle_table(reps: usize) {

@@ -436,24 +436,11 @@ fn memory_child_tokio(n: usize) -> f64 {
 /// Runs the `memory` workload for `runtime` (a driver's name, or "tokio") in a fresh copy of
 /// this executable.
 fn memory_in_child(runtime: &str, n: usize) -> Vec<f64> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(exe)
-        .env("BENCH_CHILD", format!("memory:{runtime}"))
-        .env("BENCH_CHILD_N", n.to_string())
-        .output()
-        .expect("spawn the memory child");
-    assert!(
-        out.status.success(),
-        "memory child for {runtime} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let value = stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("memory child for {runtime} printed {stdout:?}"));
-    vec![value]
+    let child = format!("memory:{runtime}");
+    vec![common::in_child(
+        &child,
+        &[("BENCH_CHILD_N", n.to_string())],
+    )]
 }
 
 fn memory_ringloop(kind: DriverKind, n: usize) -> Vec<f64> {

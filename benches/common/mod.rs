@@ -173,3 +173,30 @@ pub fn rss_bytes() -> u64 {
         .expect("VmRSS value");
     kb * 1024
 }
+
+/// Runs this benchmark executable again as a child with `BENCH_CHILD=child` (and `envs`), so a
+/// measurement starts from a fresh process (no heap retained by earlier runs), and returns the
+/// one number the child printed.
+///
+/// # Panics
+///
+/// If the child fails or prints something else.
+pub fn in_child(child: &str, envs: &[(&str, String)]) -> f64 {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .env("BENCH_CHILD", child)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap_or_else(|e| panic!("spawn the {child} child: {e}"));
+    assert!(
+        out.status.success(),
+        "the {child} child failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the {child} child printed {stdout:?}"))
+}
