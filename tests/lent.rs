@@ -36,11 +36,16 @@ fn assert_ring_whole() {
     }
 }
 
-/// Reads lent buffers until end of stream; returns the bytes and how many came from the ring.
-async fn read_all_lent(s: &TcpStream) -> (Vec<u8>, usize) {
+/// Reads lent buffers with `read` (a stream's `read_lent`) until end of stream; returns the
+/// bytes and how many came from the ring.
+async fn read_all_lent<F, R>(mut read: F) -> (Vec<u8>, usize)
+where
+    F: FnMut() -> R,
+    R: std::future::Future<Output = std::io::Result<LentBuf>>,
+{
     let (mut got, mut from_ring) = (Vec::new(), 0);
     loop {
-        let buf = s.read_lent().await.unwrap();
+        let buf = read().await.unwrap();
         if buf.is_empty() {
             return (got, from_ring);
         }
@@ -221,7 +226,7 @@ fn an_empty_ring_falls_back_to_heap_buffers_under_a_thousand_connections() {
         for _ in 0..CONNS {
             let (s, _) = listener.accept().await.unwrap();
             tasks.push(ringloop::spawn(async move {
-                let (got, from_ring) = read_all_lent(&s).await;
+                let (got, from_ring) = read_all_lent(|| s.read_lent()).await;
                 let id = u32::from_le_bytes(got[..4].try_into().unwrap());
                 assert_eq!(got.len(), 4 + EACH, "connection {id}");
                 assert!(
@@ -372,14 +377,7 @@ fn a_moved_stream_keeps_the_bytes_its_lent_reads_had_queued() {
         drop(c);
         ringloop::submit_to(1, move || async move {
             let s = moving.into_stream();
-            let mut got = Vec::new();
-            loop {
-                let buf = s.read_lent().await.unwrap();
-                if buf.is_empty() {
-                    return got;
-                }
-                got.extend_from_slice(&buf);
-            }
+            read_all_lent(|| s.read_lent()).await.0
         })
         .await
         .unwrap()
@@ -393,14 +391,7 @@ fn unix_streams_lend_buffers_too() {
         let (a, b) = UnixStream::pair().unwrap();
         b.write_all(pattern(10_000, 5)).await.0.unwrap();
         drop(b);
-        let mut got = Vec::new();
-        loop {
-            let buf = a.read_lent().await.unwrap();
-            if buf.is_empty() {
-                break;
-            }
-            got.extend_from_slice(&buf);
-        }
+        let (got, _) = read_all_lent(|| a.read_lent()).await;
         assert_eq!(got, pattern(10_000, 5));
     });
 }

@@ -428,65 +428,63 @@ impl Stream {
         cx: &mut Context<'_>,
         pool: &Rc<crate::driver::lent::BufPool>,
     ) -> Poll<io::Result<Option<LentBuf>>> {
-        {
-            let mut s = self.reads.borrow_mut();
-            if s.in_flight {
-                // A plain receive (perhaps a cancelled one) goes first.
-                s.wait(cx);
-                return Poll::Pending;
-            }
-            if !s.leftover.is_empty() {
-                let mut buf = pool.heap_buf();
-                let n = s.leftover.len().min(pool.buf_size());
-                buf.extend(s.leftover.drain(..n));
-                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), buf))));
-            }
-            if let Some(buf) = s.lent.pop_front() {
-                return Poll::Ready(Ok(Some(buf)));
-            }
-            if std::mem::take(&mut s.eof) {
-                return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), Vec::new()))));
-            }
-            if let Some(e) = s.error.take() {
-                return Poll::Ready(Err(e));
-            }
-            if s.multishot.is_none() {
-                let driver = crate::driver::current();
-                if !driver.borrow_mut().recv_multishot_ready() {
-                    // No ring here, or every buffer is lent: read into a heap buffer.
-                    return Poll::Ready(Ok(None));
-                }
-                let state = Rc::downgrade(&self.reads);
-                let handler: crate::driver::MultishotHandler =
-                    Rc::new(move |event: crate::driver::MultishotEvent| {
-                        if let Some(state) = state.upgrade() {
-                            ReadState::on_multishot(&state, event);
-                        }
-                        // Else the stream is gone; dropping the event returns its buffer.
-                    });
-                let armed = driver
-                    .borrow_mut()
-                    .recv_multishot(self.sock.fd().as_raw_fd(), Rc::clone(&handler));
-                match armed {
-                    // No ring here, or every buffer is lent: read into a heap buffer.
-                    None => return Poll::Ready(Ok(None)),
-                    Some(Err(e)) => return Poll::Ready(Err(e)),
-                    Some(Ok(key)) => {
-                        // The request names the socket by number only until the kernel takes
-                        // it: hand it over now, so that the number may close (and be reused)
-                        // as soon as the stream drops. From then on the request holds the
-                        // socket itself, until its cancellation (sent at the drop) ends it.
-                        let _ = driver.borrow_mut().flush_submissions();
-                        s.multishot = Some(Multishot {
-                            cancel: crate::driver::MultishotCancel::new(driver, key, &handler),
-                            cancelling: false,
-                        });
-                    }
-                }
-            }
+        let mut s = self.reads.borrow_mut();
+        if s.in_flight {
+            // A plain receive (perhaps a cancelled one) goes first.
             s.wait(cx);
-            Poll::Pending
+            return Poll::Pending;
         }
+        if !s.leftover.is_empty() {
+            let mut buf = pool.heap_buf();
+            let n = s.leftover.len().min(pool.buf_size());
+            buf.extend(s.leftover.drain(..n));
+            return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), buf))));
+        }
+        if let Some(buf) = s.lent.pop_front() {
+            return Poll::Ready(Ok(Some(buf)));
+        }
+        if std::mem::take(&mut s.eof) {
+            return Poll::Ready(Ok(Some(LentBuf::heap(Rc::clone(pool), Vec::new()))));
+        }
+        if let Some(e) = s.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if s.multishot.is_none() {
+            let driver = crate::driver::current();
+            if !driver.borrow_mut().recv_multishot_ready() {
+                // No ring here, or every buffer is lent: read into a heap buffer.
+                return Poll::Ready(Ok(None));
+            }
+            let state = Rc::downgrade(&self.reads);
+            let handler: crate::driver::MultishotHandler =
+                Rc::new(move |event: crate::driver::MultishotEvent| {
+                    if let Some(state) = state.upgrade() {
+                        ReadState::on_multishot(&state, event);
+                    }
+                    // Else the stream is gone; dropping the event returns its buffer.
+                });
+            let armed = driver
+                .borrow_mut()
+                .recv_multishot(self.sock.fd().as_raw_fd(), Rc::clone(&handler));
+            match armed {
+                // No ring here, or every buffer is lent: read into a heap buffer.
+                None => return Poll::Ready(Ok(None)),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Ok(key)) => {
+                    // The request names the socket by number only until the kernel takes
+                    // it: hand it over now, so that the number may close (and be reused)
+                    // as soon as the stream drops. From then on the request holds the
+                    // socket itself, until its cancellation (sent at the drop) ends it.
+                    let _ = driver.borrow_mut().flush_submissions();
+                    s.multishot = Some(Multishot {
+                        cancel: crate::driver::MultishotCancel::new(driver, key, &handler),
+                        cancelling: false,
+                    });
+                }
+            }
+        }
+        s.wait(cx);
+        Poll::Pending
     }
 
     #[cfg(feature = "hyper")]
